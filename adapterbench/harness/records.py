@@ -1,0 +1,148 @@
+"""The run record: one self-describing JSON file per (variant, task, model, profile, seed, settings).
+
+This module is the schema's one documentation. Schema version 1::
+
+    schema_version  1
+    run_id          "<task>__<variant>__<model>__<profile>__seed<seed>__<8 hex of the settings hash>"
+    status          "ok" | "failed" | "oom" | "diverged"
+    error           null, or {"type", "message", "traceback"} when status is not ok
+    created_at      ISO 8601 UTC time the record was written
+    variant         {"name", "origin", "config": {resolved Config fields}, "mergeable"}
+    task            {"name", "version", "kind", "primary_metric", "primary_split", "greater_is_better",
+                     "eval_splits", "origin"}
+    model           {"name", "path", "weights_sha256", "model_type"}
+    seed            int
+    profile         "smoke" | "quick" | "standard"
+    training        resolved loop settings: lr, epochs, batch_size, eval_batch_size, max_length,
+                    warmup_ratio, weight_decay, max_grad_norm, max_train_samples, max_eval_samples,
+                    precision ("fp32" | "bf16"), device ("cpu" | "cuda"), steps_per_epoch, total_steps,
+                    train_examples, eval_examples ({split: n}), overrides ({key: value} as given by --set)
+    metrics         {"primary": {"name", "split", "value", "best_value", "best_epoch"},
+                     "final": {"<split>/<metric>": float, ...}          # after the last epoch
+                     "best":  {"epoch": int, "<split>/<metric>": float}  # epoch with the best primary metric
+                     "points": [{"point": null | value, "<split>/<metric>": float, ...}, ...]}
+                    ``points`` holds one entry per ``variant.eval_points()`` (DyLoRA: one per rank); a variant
+                    evaluated only as trained has a single entry with ``point`` null, equal to ``final``.
+    measurements    flat, namespaced keys whose names carry their unit:
+                    params/total, params/trainable, params/trainable_adapter, params/trainable_head,
+                    params/new, params/trainable_percent
+                    memory/peak_bytes (headline: CUDA peak allocated, or CPU peak RSS, during training minus
+                    what was in use before it), memory/peak_basis ("cuda_allocated" | "cpu_rss"),
+                    memory/cuda_peak_reserved_bytes (CUDA only), memory/cpu_peak_rss_bytes (CPU: absolute),
+                    memory/before_train_bytes, memory/trainable_weights_bytes, memory/gradients_bytes,
+                    memory/optimizer_state_bytes
+                    throughput/train_samples_per_s, throughput/train_tokens_per_s (non-padding tokens),
+                    throughput/eval_samples_per_s, throughput/steady_steps (steps in the measured window)
+                    time/train_s (training steps only, no evaluation), time/eval_s, time/wall_s,
+                    time/train_overhead_fraction (share of training wall time outside forward, backward and
+                    the optimizer step: data loading, collation, hooks, bookkeeping)
+                    inference/latency_ratio (evaluation latency of the trained model, merged when the variant
+                    can merge, over the unadapted base model on the same batches), inference/merged (bool)
+                    checkpoint/bytes, checkpoint/file (relative to the record's folder)
+    history         [{"epoch", "step", "train_loss", "<split>/<metric>": float, "time_s", ...}, ...]
+                    plus any scalars the variant logged (for example "adalora/budget")
+    variant_info    what ``variant.describe(model)`` returned (AdaLoRA: final ranks and budget over steps)
+    environment     {"python", "torch", "transformers", "peft", "adapterbench", "platform", "device_name",
+                     "cpu_count", "cuda", "git_commit", "git_dirty"}
+
+Records are written atomically (temporary file + rename) and never silently overwritten: a record that is
+replaced (``--force``, or a rerun of a failed run) is first moved to ``<out>/superseded/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "oom", "diverged")
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """Eight hex digits identifying the settings that distinguish otherwise equal runs (the --set overrides)."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def make_run_id(task: str, variant: str, model: str, profile: str, seed: int, settings: dict[str, Any]) -> str:
+    model_slug = Path(model.rstrip("/")).name or model
+    parts = [task, variant, model_slug, profile, f"seed{seed}", settings_hash(settings)]
+    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in parts)
+
+
+def record_path(out_dir: Path, run_id: str) -> Path:
+    return Path(out_dir) / f"{run_id}.json"
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` atomically: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def supersede(path: Path) -> Path | None:
+    """Move an existing record aside to ``superseded/`` (with a timestamp) before it is replaced."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    target_dir = path.parent / "superseded"
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.json"
+    os.replace(path, target)
+    return target
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def existing_status(path: Path) -> str | None:
+    """The status of the record at ``path``, or None when there is none (or it cannot be read)."""
+    try:
+        return read_record(path).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def iter_records(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every run record under the given files or folders (``superseded/`` and ``checkpoints/`` skipped)."""
+    for root in paths:
+        root = Path(root)
+        files = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*.json") if not ({"superseded", "checkpoints"} & set(p.parts)))
+        for file in files:
+            try:
+                record = read_record(file)
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and "schema_version" in record and "run_id" in record:
+                yield file, record
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
