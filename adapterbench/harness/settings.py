@@ -1,0 +1,175 @@
+"""Loop settings, profiles and ``--set key=value`` overrides.
+
+One :class:`TrainSettings` drives the loop for every variant. A profile fills in the sizes; the variant supplies
+its default learning rate; ``--set`` overrides anything. Keys that belong to a variant's Config go to the variant
+(``--set r=16``, or ``--set lora.r=16`` to address one variant of a multi-variant run).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from adapterbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float | None = None  # None: the variant's default_lr
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_length: int = 128
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_train_samples: int | None = None  # None: the full training split
+    max_eval_samples: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    warmup_steps_excluded: int = 5  # steps left out of the steady throughput window
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"
+    save_checkpoint: bool = True
+    latency_batches: int = 4  # eval batches timed for the inference-overhead ratio (0 disables)
+
+    def validate(self) -> None:
+        positive = ("epochs", "batch_size", "eval_batch_size", "max_length")
+        for key in positive:
+            if getattr(self, key) <= 0:
+                raise UserError(f"{key}={getattr(self, key)} is not allowed; it must be a positive integer")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"lr={self.lr} is not allowed; the learning rate must be a positive number")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"warmup_ratio={self.warmup_ratio} is not allowed; it must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise UserError(f"weight_decay={self.weight_decay} is not allowed; it must be >= 0")
+        if self.max_grad_norm <= 0:
+            raise UserError(f"max_grad_norm={self.max_grad_norm} is not allowed; it must be > 0")
+        for key in ("max_train_samples", "max_eval_samples", "max_steps"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise UserError(f"{key}={value} is not allowed; it must be a positive integer or omitted")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise UserError(f"precision={self.precision!r} is not allowed; choose auto, fp32 or bf16")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UserError(f"device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# smoke: seconds, for tests. quick: one (variant, task) pair in a few minutes on 2 CPU cores with MiniLM.
+# standard: the full training set, the usual GLUE recipe.
+PROFILES: dict[str, TrainSettings] = {
+    "smoke": TrainSettings(epochs=1, batch_size=8, eval_batch_size=16, max_length=32, max_train_samples=32,
+                           max_eval_samples=32, warmup_steps_excluded=1, latency_batches=1),
+    "quick": TrainSettings(epochs=2, batch_size=32, eval_batch_size=64, max_length=128, max_train_samples=2000,
+                           max_eval_samples=500, warmup_steps_excluded=5),
+    "standard": TrainSettings(epochs=3, batch_size=32, eval_batch_size=64, max_length=128),
+}
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings))
+
+
+def profile_settings(name: str) -> TrainSettings:
+    if name not in PROFILES:
+        raise UserError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values: Python literals (1e-4, 8, true/false, none) or else the plain string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+    return value if isinstance(value, (int, float, str)) else text.strip()
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=1e-4", "lora.r=16"]`` -> ``{"lr": 1e-4, "lora.r": 16}``; a malformed item raises."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip() or " " in key:
+            raise UserError(f"malformed --set {item!r}; expected key=value, for example --set lr=1e-4")
+        overrides[key] = parse_value(value)
+    return overrides
+
+
+def split_overrides(overrides: dict[str, Any], variant_name: str, variant_keys: list[str]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split overrides into (loop settings, this variant's Config fields).
+
+    ``variant.key`` applies to that variant only; a bare key goes to the loop if it is a loop setting, else to
+    every variant that has it. Unknown keys are reported by :func:`check_overrides` for the whole run.
+    """
+    train: dict[str, Any] = {}
+    variant: dict[str, Any] = {}
+    for key, value in overrides.items():
+        scope, dot, bare = key.rpartition(".")
+        if dot:
+            if scope == variant_name and bare in variant_keys:
+                variant[bare] = value
+            continue
+        if key in TRAIN_KEYS:
+            train[key] = value
+        elif key in variant_keys:
+            variant[key] = value
+    return train, variant
+
+
+def check_overrides(overrides: dict[str, Any], variant_keys: dict[str, list[str]]) -> None:
+    """Every override must land somewhere in this run; name the first that does not."""
+    for key in overrides:
+        scope, dot, bare = key.rpartition(".")
+        if dot:
+            if scope not in variant_keys:
+                raise UserError(f"--set {key}: {scope!r} is not a variant of this run "
+                                f"({', '.join(variant_keys)})")
+            if bare not in variant_keys[scope]:
+                raise UserError(f"--set {key}: variant {scope!r} has no setting {bare!r}; "
+                                f"allowed: {', '.join(variant_keys[scope]) or '(none)'}")
+        elif key not in TRAIN_KEYS and not any(key in keys for keys in variant_keys.values()):
+            allowed = sorted(set(TRAIN_KEYS).union(*map(set, variant_keys.values())))
+            raise UserError(f"--set {key}: unknown setting; allowed: {', '.join(allowed)}")
+
+
+def resolve_settings(profile: str, train_overrides: dict[str, Any]) -> TrainSettings:
+    base = profile_settings(profile)
+    typed: dict[str, Any] = {}
+    for f in fields(TrainSettings):
+        if f.name in train_overrides:
+            typed[f.name] = _coerce(f.name, train_overrides[f.name], getattr(base, f.name), f.type)
+    settings = replace(base, **typed)
+    settings.validate()
+    return settings
+
+
+def _coerce(key: str, value: Any, default: Any, type_name: Any) -> Any:
+    if value is None:
+        if "None" in str(type_name):
+            return None
+        raise UserError(f"{key}=none is not allowed; give a value")
+    want = str(type_name)
+    try:
+        if want.startswith("float"):
+            return float(value)
+        if want.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if want.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value!r} is not allowed; expected {want.split(' ')[0]}") from None
