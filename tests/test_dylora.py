@@ -259,6 +259,8 @@ def test_eval_ranks_parsing_and_config_errors():
     assert parse_eval_ranks("8, 1,4,4", 8) == [1, 4, 8]
     assert parse_eval_ranks(2, 8) == [2]
     assert DyLoRA(DyLoRAConfig(eval_ranks="1,2,4,8")).eval_points() == [1, 2, 4, 8]
+    assert DyLoRA(DyLoRAConfig(eval_ranks=None)).eval_points() == list(range(1, 9))
+    assert DyLoRA(DyLoRAConfig(merge_rank=None, seed=None)).config.merge_rank == 0
     for bad in ({"mode": "some"}, {"eval_ranks": "0,2"}, {"eval_ranks": "two"}, {"r": 0},
                 {"merge_rank": 9}, {"alpha": -1.0}, {"dropout": 1.0}):
         with pytest.raises(UserError):

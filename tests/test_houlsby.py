@@ -154,6 +154,7 @@ def test_forward_backward_reaches_adapters_norms_and_head(arch):
 def test_bottleneck_size_and_config_errors():
     assert bottleneck_size(768, 64, None) == 64
     assert bottleneck_size(768, 64, 16) == 48
+    assert Houlsby(HoulsbyConfig(reduction_factor=None)).config.reduction_factor == 0.0
     with pytest.raises(UserError):
         bottleneck_size(32, 64, 64)
     for bad in ({"activation": "swishy"}, {"bottleneck": 0}, {"reduction_factor": -2}, {"init_std": 0.0},

@@ -197,6 +197,9 @@ class DyLoRA(Variant):
             raise UserError(f"dropout={c.dropout!r} must be a number in [0, 1)")
         if c.mode not in MODES:
             raise UserError(f"mode={c.mode!r} is not allowed; allowed: {', '.join(MODES)}")
+        # ``--set merge_rank=none`` / ``seed=none`` arrive as None: the same as the 0 / -1 sentinels.
+        c.merge_rank = 0 if c.merge_rank is None else c.merge_rank
+        c.seed = -1 if c.seed is None else c.seed
         if isinstance(c.merge_rank, bool) or not isinstance(c.merge_rank, int) or not 0 <= c.merge_rank <= c.r:
             raise UserError(f"merge_rank={c.merge_rank!r} must be an integer in 1..r={c.r} (or 0 for r)")
         if isinstance(c.seed, bool) or not isinstance(c.seed, int):

@@ -139,6 +139,7 @@ class Houlsby(Variant):
 
     def validate_config(self) -> None:
         c = self.config
+        c.reduction_factor = 0.0 if c.reduction_factor is None else c.reduction_factor  # "--set ...=none"
         if isinstance(c.bottleneck, bool) or not isinstance(c.bottleneck, int) or c.bottleneck < 1:
             raise UserError(f"bottleneck={c.bottleneck!r} must be a positive integer")
         if isinstance(c.reduction_factor, bool) or not isinstance(c.reduction_factor, (int, float)) \
