@@ -248,3 +248,29 @@ def test_hub_error_when_offline(monkeypatch, tmp_path):
     message = str(info.value)
     assert "cannot load task 'rte' split 'train' from the hub dataset nyu-mll/glue (rte) split train" in message
     assert "--data-dir" in message and "\n" not in message
+
+
+# MNLI and QQP are not in the shared data; these rows are made up, the headers are GLUE's own.
+MNLI_TRAIN_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+                     "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n")
+MNLI_DEV_HEADER = MNLI_TRAIN_HEADER.replace("label1\t", "label1\tlabel2\tlabel3\tlabel4\tlabel5\t")
+
+
+def test_mnli_and_qqp_specs_read_the_glue_headers(tmp_path):
+    _write(tmp_path / "glue/MNLI/train.tsv",
+           MNLI_TRAIN_HEADER + "0\t1\t1n\tfiction\t( a )\t( b )\t(S a)\t(S b)\tIt rained.\tIt was dry.\tcontradiction"
+                               "\tcontradiction\n")
+    row = "0\t2\t2e\tslate\t( c )\t( d )\t(S c)\t(S d)\tShe ran \"fast\".\tShe moved.\t" + "entailment\t" * 5
+    _write(tmp_path / "glue/MNLI/dev_matched.tsv", MNLI_DEV_HEADER + row + "entailment\n")
+    _write(tmp_path / "glue/MNLI/dev_mismatched.tsv", MNLI_DEV_HEADER + row.replace("slate", "letters") + "neutral\n")
+    mnli = TASKS.get("mnli")
+    assert load_examples(mnli, "train", tmp_path) == [
+        {"premise": "It rained.", "hypothesis": "It was dry.", "label": "contradiction"}]
+    assert load_examples(mnli, "validation_matched", tmp_path)[0] == {
+        "premise": 'She ran "fast".', "hypothesis": "She moved.", "label": "entailment"}
+    assert load_examples(mnli, "validation_mismatched", tmp_path)[0]["label"] == "neutral"
+
+    _write(tmp_path / "glue/QQP/dev.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+                                          "7\t1\t2\tHow do I cook rice?\tWhat is the way to cook rice?\t1\n")
+    assert load_examples(TASKS.get("qqp"), "validation", tmp_path) == [
+        {"question1": "How do I cook rice?", "question2": "What is the way to cook rice?", "label": "1"}]

@@ -78,7 +78,12 @@ def local_path(task: TaskSpec, split: str, data_dir: Path | str | None) -> Path 
 
 
 def source_identity(task: TaskSpec, split: str, data_dir: Path | str | None) -> dict[str, Any]:
-    """What identifies the examples of a split for caching: the file (path, size, mtime) or the hub dataset."""
+    """What identifies the examples of a split for caching: the file (path, size, mtime) or the hub dataset.
+
+    A hub split is identified by dataset, config and split name only (knowing its revision would mean loading
+    it), so a dataset re-published under the same name keeps its cached encoding until the task's version or the
+    cache folder changes.
+    """
     path = local_path(task, split, data_dir)
     if path is not None:
         stat = path.stat()
