@@ -1,0 +1,111 @@
+"""Command-line glue for ``bench report`` and ``bench compare`` (wired into :mod:`adapterbench.cli`).
+
+``bench report [RESULTS ...] --out reports/NAME [--task T] [--variant V] [--model M] [--force]``
+    writes ``report.md``, ``report.html`` (self-contained), ``table.csv`` and the chart PNGs into ``--out``
+    (default: ``reports/report-<UTC time>``). An existing non-empty ``--out`` is refused unless ``--force``,
+    and even then only a folder holding a previous report is replaced.
+
+``bench compare BASELINE CURRENT [--out FILE.md] [--metric-abs-tol 0.01] [--metric-std-k 2]
+[--throughput-ratio 0.8] [--memory-ratio 1.2] [--force]``
+    prints a Markdown diff table (for a CI job summary) and exits 1 on any regression, 0 otherwise. ``--out``
+    also writes it to a file; an existing non-empty file is refused unless ``--force`` (an empty one, such as
+    ``$GITHUB_STEP_SUMMARY`` at the start of a step, is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from adapterbench.errors import UserError
+
+DEFAULT_RESULTS = "results"
+
+
+def _names(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated filter values: ``--task sst2,mrpc --task rte`` -> three names."""
+    return [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
+
+
+def configure_report_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("results", nargs="*", metavar="RESULTS",
+                        help=f"folders or files of run records (default: {DEFAULT_RESULTS})")
+    parser.add_argument("--out", metavar="FOLDER",
+                        help="report folder to write (default: reports/report-<UTC date-time>)")
+    parser.add_argument("--task", action="append", metavar="NAME", help="only these tasks (repeat or comma-separate)")
+    parser.add_argument("--variant", action="append", metavar="NAME", help="only these variants")
+    parser.add_argument("--model", action="append", metavar="NAME",
+                        help="only these models (name, path or its last part)")
+    parser.add_argument("--force", action="store_true", help="replace an existing report in --out")
+    return parser
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from adapterbench.reports.build import write_report
+
+    out = Path(args.out) if args.out else Path("reports") / datetime.now(timezone.utc).strftime("report-%Y%m%d-%H%M%S")
+    report = write_report(args.results or [DEFAULT_RESULTS], out, tasks=_names(args.task),
+                          variants=_names(args.variant), models=_names(args.model), force=args.force)
+    groups = sum(len(t.groups) for t in report.tasks)
+    print(f"wrote {out}/report.html, report.md, table.csv and "
+          f"{sum(len(g.charts) for t in report.tasks for g in t.groups)} charts: {report.summary['runs']} runs, "
+          f"{groups} comparable group(s), {len(report.failed)} failed run(s)")
+    return 0
+
+
+def configure_compare_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("baseline", metavar="BASELINE", help="folder or file of baseline run records")
+    parser.add_argument("current", metavar="CURRENT", help="folder or file of current run records")
+    parser.add_argument("--out", metavar="FILE.md", help="also write the Markdown table to this file")
+    parser.add_argument("--metric-abs-tol", type=float, default=0.01, metavar="X",
+                        help="a metric drop up to max(X, k × baseline std) is not a regression (default 0.01)")
+    parser.add_argument("--metric-std-k", type=float, default=2.0, metavar="K",
+                        help="k in max(abs tol, k × baseline std) (default 2)")
+    parser.add_argument("--throughput-ratio", type=float, default=0.8, metavar="R",
+                        help="throughput below R × baseline is a regression (default 0.8)")
+    parser.add_argument("--memory-ratio", type=float, default=1.2, metavar="R",
+                        help="peak memory above R × baseline is a regression (default 1.2)")
+    parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out file")
+    return parser
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from adapterbench.reports.compare import Thresholds, compare_paths, render_comparison
+
+    th = Thresholds(args.metric_abs_tol, args.metric_std_k, args.throughput_ratio, args.memory_ratio)
+    th.validate()
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.is_dir():
+            raise UserError(f"--out {str(out)!r} is a folder; give a Markdown file name")
+        if out.exists() and out.stat().st_size > 0 and not args.force:
+            raise UserError(f"--out {str(out)!r} already exists; choose another file or pass --force to overwrite")
+    comparison = compare_paths([args.baseline], [args.current], th)
+    text = render_comparison(comparison, args.baseline, args.current)
+    sys.stdout.write(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return 1 if comparison.regressions else 0
+
+
+def _standalone(argv: list[str] | None = None) -> int:
+    """``python -m adapterbench.reports.cli report|compare ...`` until the main CLI wires these in."""
+    parser = argparse.ArgumentParser(prog="python -m adapterbench.reports.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    configure_report_parser(sub.add_parser("report", help="write a report folder")).set_defaults(
+        func=report_command)
+    configure_compare_parser(sub.add_parser("compare", help="check CURRENT against BASELINE")).set_defaults(
+        func=compare_command)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())

@@ -1,0 +1,103 @@
+"""Numbers in human units, for tables and chart labels. Every function maps ``None`` to an em dash."""
+
+from __future__ import annotations
+
+import math
+
+DASH = "—"
+
+
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def fmt_count(n: float | None) -> str:
+    """Parameter counts in SI units: 295 -> "295", 295_000 -> "295 k", 1_234_567 -> "1.23 M"."""
+    if _missing(n):
+        return DASH
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
+
+
+def fmt_bytes(b: float | None) -> str:
+    """Bytes in binary units: 1536 -> "1.5 KiB". Negative values (a CPU RSS delta can be) keep their sign."""
+    if _missing(b):
+        return DASH
+    sign, b = ("-" if b < 0 else ""), abs(b)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if b < 1024 or unit == "TiB":
+            return f"{sign}{b:.0f} {unit}" if unit == "B" else f"{sign}{b:.3g} {unit}"
+        b /= 1024
+    raise AssertionError("unreachable")
+
+
+def bytes_unit(max_bytes: float) -> tuple[float, str]:
+    """The (divisor, unit) that suits an axis whose largest value is ``max_bytes``."""
+    for div, unit in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if abs(max_bytes) >= div:
+            return div, unit
+    return 1.0, "B"
+
+
+def fmt_seconds(s: float | None) -> str:
+    """Durations: 12.3 -> "12.3 s", 245 -> "4 min 05 s", 7300 -> "2 h 01 min"."""
+    if _missing(s):
+        return DASH
+    if s < 60:
+        return f"{s:.3g} s"
+    if s < 3600:
+        m, sec = divmod(round(s), 60)
+        return f"{m} min {sec:02d} s"
+    h, rem = divmod(round(s), 3600)
+    return f"{h} h {rem // 60:02d} min"
+
+
+def fmt_rate(x: float | None) -> str:
+    """Throughput in samples per second: 1234.5 -> "1,234", 12.34 -> "12.3"."""
+    if _missing(x):
+        return DASH
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    """A ratio to a reference: 1.034 -> "1.03×"."""
+    return DASH if _missing(x) else f"{x:.2f}×"
+
+
+def fmt_percent(x: float | None) -> str:
+    """A percentage already scaled to 0..100: 0.2734 -> "0.273 %"."""
+    return DASH if _missing(x) else f"{x:.3g} %"
+
+
+def fmt_metric(mean: float | None, std: float | None = None) -> str:
+    """A task metric, with its seed standard deviation when there is one: "0.9123 ± 0.0041"."""
+    if _missing(mean):
+        return DASH
+    return f"{mean:.4f}" if _missing(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def fmt_delta(x: float | None, digits: int = 4) -> str:
+    """A signed difference with a real minus sign: -0.0312 -> "−0.0312"."""
+    if _missing(x):
+        return DASH
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def fmt_change(ratio: float | None) -> str:
+    """A ratio as a signed percent change: 0.62 -> "−38.0 %"."""
+    if _missing(ratio):
+        return DASH
+    return f"{(ratio - 1) * 100:+.1f} %".replace("-", "−")
+
+
+FORMATTERS = {
+    "count": fmt_count,
+    "bytes": fmt_bytes,
+    "seconds": fmt_seconds,
+    "rate": fmt_rate,
+    "ratio": fmt_ratio,
+    "percent": fmt_percent,
+    "metric": fmt_metric,
+}
