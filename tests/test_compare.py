@@ -1,0 +1,239 @@
+"""``bench compare``: exit codes on an identical pair and on degraded copies of the hand-made clean records.
+
+The clean baseline (tests/data/records/clean): sst2, lora accuracy 0.90/0.91/0.92 (mean 0.91, std 0.01),
+bitfit 0.89/0.90/0.88, full 0.92/0.93/0.91, dylora seed 0 at ranks 1, 2, 4, 8; lora runs at 160 samples/s and
+420 MiB. Default thresholds: metric tolerance max(0.01, 2 x std) = 0.02 for lora, throughput 0.8x, memory 1.2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from adapterbench.errors import UserError
+from adapterbench.reports.aggregate import Stat
+from adapterbench.reports.cli import compare_command, configure_compare_parser
+from adapterbench.reports.compare import (
+    Thresholds,
+    compare_paths,
+    memory_check,
+    metric_check,
+    throughput_check,
+)
+
+CLEAN = Path(__file__).parent / "data" / "records" / "clean"
+
+
+def degraded(tmp_path: Path, change: Callable[[dict], bool | None], name: str = "current") -> Path:
+    """A copy of the clean records with ``change`` applied to each; a record it returns False for is removed."""
+    out = tmp_path / name
+    shutil.copytree(CLEAN, out)
+    for path in sorted(out.glob("*.json")):
+        record = json.loads(path.read_text())
+        if change(record) is False:
+            path.unlink()
+        else:
+            path.write_text(json.dumps(record))
+    return out
+
+
+def only(variant: str, seeds=None):
+    """A decorator-free filter: apply ``fn`` to records of ``variant`` (and ``seeds``)."""
+    def wrap(fn):
+        def change(r):
+            if r["variant"]["name"] == variant and (seeds is None or r["seed"] in seeds):
+                return fn(r)
+            return None
+        return change
+    return wrap
+
+
+def run(baseline: Path, current: Path, *extra: str, capsys=None) -> tuple[int, str]:
+    args = configure_compare_parser(argparse.ArgumentParser()).parse_args([str(baseline), str(current), *extra])
+    code = compare_command(args)
+    return code, capsys.readouterr().out if capsys else ""
+
+
+def verdicts(text: str) -> dict[str, str]:
+    """variant label -> verdict cell, from the Markdown table."""
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| sst2 |")]
+    return {cells[1]: cells[-1].rstrip(" |") for cells in rows}
+
+
+# ---- the checks as pure functions -------------------------------------------------------------------------
+def test_metric_check_uses_the_larger_of_tolerance_and_k_std():
+    th = Thresholds(metric_abs_tol=0.01, metric_std_k=2.0)
+    base = Stat(0.91, 0.01, 3)
+    assert metric_check(base, Stat(0.895, None, 3), True, th)[0] is False  # 0.015 <= 2 x 0.01
+    regressed, drop, limit = metric_check(base, Stat(0.885, None, 3), True, th)
+    assert regressed and drop == pytest.approx(0.025) and limit == pytest.approx(0.02)
+    assert metric_check(Stat(0.91, None, 1), Stat(0.895, None, 1), True, th)[0] is True  # one seed: tol 0.01
+    assert metric_check(base, Stat(0.90, None, 3), True, th)[0] is False  # drop 0.01 equals the tolerance
+    # lower is better: a rise is the regression
+    assert metric_check(Stat(0.30, None, 1), Stat(0.32, None, 1), False, th)[0] is True
+    assert metric_check(Stat(0.30, None, 1), Stat(0.20, None, 1), False, th)[0] is False
+
+
+def test_ratio_checks():
+    assert throughput_check(100.0, 79.0, 0.8) and not throughput_check(100.0, 80.0, 0.8)
+    assert memory_check(100.0, 121.0, 1.2) and not memory_check(100.0, 120.0, 1.2)
+
+
+@pytest.mark.parametrize("flag, value", [("--metric-abs-tol", "-0.1"), ("--throughput-ratio", "0"),
+                                         ("--memory-ratio", "nan"), ("--metric-std-k", "-1")])
+def test_bad_thresholds_are_user_errors(flag, value):
+    with pytest.raises(UserError, match=flag):
+        run(CLEAN, CLEAN, flag, value)
+
+
+# ---- exit codes -------------------------------------------------------------------------------------------
+def test_identical_pair_passes(capsys):
+    code, out = run(CLEAN, CLEAN, capsys=capsys)
+    assert code == 0
+    assert "✅ no regression" in out
+    v = verdicts(out)
+    assert set(v) == {"bitfit", "full", "lora", "dylora@r=1", "dylora@r=2", "dylora@r=4", "dylora@r=8"}
+    assert all(text.startswith("✅ ok") for text in v.values())
+
+
+def test_metric_drop_fails(tmp_path, capsys):
+    @only("lora")
+    def drop(r):
+        r["metrics"]["primary"]["value"] -= 0.05
+
+    code, out = run(CLEAN, degraded(tmp_path, drop), capsys=capsys)
+    assert code == 1
+    assert verdicts(out)["lora"].startswith("❌ metric −0.0500 (limit 0.0200)")
+    assert verdicts(out)["bitfit"].startswith("✅")
+
+
+def test_small_metric_drop_within_k_std_passes_and_k_zero_fails(tmp_path, capsys):
+    @only("lora")
+    def drop(r):
+        r["metrics"]["primary"]["value"] -= 0.015  # < 2 x 0.01, > 0.01
+
+    current = degraded(tmp_path, drop)
+    assert run(CLEAN, current, capsys=capsys)[0] == 0
+    assert run(CLEAN, current, "--metric-std-k", "0", capsys=capsys)[0] == 1
+
+
+def test_throughput_drop_fails(tmp_path, capsys):
+    @only("bitfit")
+    def slow(r):
+        r["measurements"]["throughput/train_samples_per_s"] *= 0.5
+
+    code, out = run(CLEAN, degraded(tmp_path, slow), capsys=capsys)
+    assert code == 1
+    assert verdicts(out)["bitfit"] == "❌ throughput −50.0 % (limit −20.0 %)"
+    # ... and passes with a looser ratio
+    assert run(CLEAN, degraded(tmp_path, slow, "again"), "--throughput-ratio", "0.4", capsys=capsys)[0] == 0
+
+
+def test_memory_rise_fails(tmp_path, capsys):
+    @only("full")
+    def fat(r):
+        r["measurements"]["memory/peak_bytes"] = int(r["measurements"]["memory/peak_bytes"] * 1.5)
+
+    code, out = run(CLEAN, degraded(tmp_path, fat), capsys=capsys)
+    assert code == 1
+    assert verdicts(out)["full"].startswith("❌ memory +50.0 %")
+
+
+def test_small_changes_within_ratios_pass(tmp_path, capsys):
+    def jitter(r):
+        if r["status"] == "ok":
+            r["measurements"]["throughput/train_samples_per_s"] *= 0.9
+            r["measurements"]["memory/peak_bytes"] = int(r["measurements"]["memory/peak_bytes"] * 1.1)
+            r["metrics"]["primary"]["value"] += 0.001
+
+    assert run(CLEAN, degraded(tmp_path, jitter), capsys=capsys)[0] == 0
+
+
+def test_missing_run_fails(tmp_path, capsys):
+    code, out = run(CLEAN, degraded(tmp_path, only("lora", seeds={2})(lambda r: False)), capsys=capsys)
+    assert code == 1
+    assert "seed 2 missing in current" in verdicts(out)["lora"]
+
+
+def test_missing_variant_fails_both_ways(tmp_path, capsys):
+    current = degraded(tmp_path, only("bitfit")(lambda r: False))
+    code, out = run(CLEAN, current, capsys=capsys)
+    assert code == 1 and verdicts(out)["bitfit"].startswith("❌ missing in current")
+    code, out = run(current, CLEAN, capsys=capsys)
+    assert code == 1 and verdicts(out)["bitfit"].startswith("❌ missing in baseline")
+
+
+def test_failed_run_fails_and_its_error_is_shown(tmp_path, capsys):
+    @only("full", seeds={1})
+    def oom(r):
+        r["status"] = "oom"
+        r["error"] = {"type": "OutOfMemoryError", "message": "CUDA out of memory | tried 2 GiB", "traceback": ""}
+
+    code, out = run(CLEAN, degraded(tmp_path, oom), capsys=capsys)
+    assert code == 1
+    assert "seed 1 oom in current" in verdicts(out)["full"]
+    assert "CUDA out of memory \\| tried 2 GiB" in out  # in the details, pipe escaped for the table syntax
+
+
+def test_dylora_rank_rows_are_compared_one_by_one(tmp_path, capsys):
+    @only("dylora")
+    def weak_rank(r):
+        for p in r["metrics"]["points"]:
+            if p["point"] == 2:
+                p["validation/accuracy"] -= 0.1
+
+    code, out = run(CLEAN, degraded(tmp_path, weak_rank), capsys=capsys)
+    v = verdicts(out)
+    assert code == 1
+    assert v["dylora@r=2"].startswith("❌ metric") and v["dylora@r=4"].startswith("✅")
+
+
+def test_incomparable_sides_fail_and_say_why(tmp_path, capsys):
+    def other_weights(r):
+        r["model"]["weights_sha256"] = "f" * 64
+
+    code, out = run(CLEAN, degraded(tmp_path, other_weights), capsys=capsys)
+    assert code == 1
+    assert "not comparable with current" in out
+    assert "model weights (sha256 53aa51172d14 vs sha256 ffffffffffff)" in out
+    assert "The two sides share no comparable group" in out
+
+    def other_settings(r):
+        if r["variant"]["name"] == "lora":
+            r["variant"]["config"]["r"] = 16
+
+    code, out = run(CLEAN, degraded(tmp_path, other_settings, "settings"), capsys=capsys)
+    assert code == 1
+    assert "settings differ (r: 8 vs 16)" in out
+    assert "share no comparable group" not in out  # only lora changed
+    assert verdicts(out)["bitfit"].startswith("✅")
+
+
+def test_compare_paths_counts_regressions(tmp_path):
+    @only("lora", seeds={0})
+    def diverge(r):
+        r["status"] = "diverged"
+
+    th = Thresholds()
+    assert compare_paths([CLEAN], [CLEAN], th).regressions == 0
+    assert compare_paths([CLEAN], [degraded(tmp_path, diverge)], th).regressions == 1
+
+
+def test_out_file_written_and_never_silently_overwritten(tmp_path, capsys):
+    out = tmp_path / "summary.md"
+    out.touch()  # an empty file, like $GITHUB_STEP_SUMMARY at the start of a step, is fine
+    code, printed = run(CLEAN, CLEAN, "--out", str(out), capsys=capsys)
+    assert code == 0 and out.read_text() == printed
+    with pytest.raises(UserError, match="--force"):
+        run(CLEAN, CLEAN, "--out", str(out))
+    assert run(CLEAN, CLEAN, "--out", str(out), "--force", capsys=capsys)[0] == 0
+
+
+def test_missing_side_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="nowhere"):
+        run(CLEAN, tmp_path / "nowhere")
