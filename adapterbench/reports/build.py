@@ -212,7 +212,7 @@ def build_report(found: list[tuple[Path, Record]], out: Path, sources: Sequence[
     for task, groups in tasks.items():
         explanation = None
         if len(groups) > 1:
-            explanation = (f"{task}: the records form {len(groups)} groups, "
+            explanation = (f"{task}: {len(groups)} tables, because the records differ in "
                            f"{explain_groups([g.table.key for g in groups])}.")
         task_sections.append(TaskSection(task, groups, explanation))
 

@@ -184,15 +184,15 @@ def group_differences(keys: Sequence[GroupKey]) -> dict[str, list[str]]:
 
 
 def explain_groups(keys: Sequence[GroupKey]) -> str:
-    """One sentence saying why records of these groups are not averaged together."""
+    """Why records of these groups are not averaged together: "model weights (sha256 a vs sha256 b); ..."."""
     diffs = group_differences(keys)
     if not diffs:
-        return "the records are comparable"
+        return "nothing (they are comparable)"
     parts = []
     for name, values in diffs.items():
         shown = [f"sha256 {v[:12]}" if name == "weights_sha256" and v else v for v in values]
         parts.append(f"{_GROUP_FIELD_NAMES[name]} ({' vs '.join(s or 'unknown' for s in shown)})")
-    return "not averaged together because they differ in " + "; ".join(parts)
+    return "; ".join(parts)
 
 
 # ---- configurations and evaluation points --------------------------------------------------------------

@@ -261,8 +261,7 @@ def compare_collections(baseline: Collection, current: Collection, th: Threshold
             partner = next((k for k in c_rest if k[0] == key[0]), c_rest[0])
             reasons = []
             if partner[0] != key[0]:
-                reasons.append(explain_groups([key[0], partner[0]]).replace(
-                    "not averaged together because they differ", "they differ"))
+                reasons.append("they differ in " + explain_groups([key[0], partner[0]]))
             if partner[1] != key[1]:
                 reasons.append("settings differ (" + "; ".join(settings_differences(key[1], partner[1])) + ")")
             lines += _one_side_lines(task, label(key), b_sides[key], "baseline", "not comparable with current", details)
@@ -276,9 +275,8 @@ def compare_collections(baseline: Collection, current: Collection, th: Threshold
     b_groups = {g for sides in b_index.values() for g, _ in sides}
     c_groups = {g for sides in c_index.values() for g, _ in sides}
     if b_groups and c_groups and not b_groups & c_groups:
-        notes.append("The two sides share no comparable group: "
-                     + explain_groups(sorted(b_groups | c_groups)).replace(
-                         "not averaged together because they differ", "their records differ") + ".")
+        notes.append("The two sides share no comparable group: their records differ in "
+                     + explain_groups(sorted(b_groups | c_groups)) + ".")
     return Comparison(lines, details, notes, baseline, current, th)
 
 

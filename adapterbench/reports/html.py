@@ -31,6 +31,7 @@ h3 { font-size:16px; margin:26px 0 8px; color:#374151; }
 .summary { display:grid; grid-template-columns:repeat(auto-fit,minmax(200px,1fr)); gap:12px; margin:18px 0;
            align-items:start; }
 .summary div { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:10px 14px; }
+.summary div.wide { grid-column:span 2; }
 .summary dt { font-size:12px; text-transform:uppercase; letter-spacing:.05em; color:var(--muted); }
 .summary dd { margin:2px 0 0; font-weight:600; overflow-wrap:anywhere; }
 .note { background:#eff6ff; border-left:4px solid var(--accent); padding:10px 14px; border-radius:6px;
@@ -108,7 +109,8 @@ def render_html(report: Report, folder: Path) -> str:
              f'<p class="sub">Generated {escape(report.generated_at)} by <code>bench report</code>.</p>',
              '<dl class="summary">']
     for key, title in SUMMARY_FIELDS:
-        parts.append(f"<div><dt>{escape(title)}</dt><dd>{escape(report.summary.get(key, '—'))}</dd></div>")
+        wide = ' class="wide"' if key in ("models", "sources", "variants") else ""
+        parts.append(f"<div{wide}><dt>{escape(title)}</dt><dd>{escape(report.summary.get(key, '—'))}</dd></div>")
     parts.append("</dl>")
 
     links = [f'<a href="#{_anchor(g.index)}">{escape(g.table.key.task)}'
@@ -127,7 +129,7 @@ def render_html(report: Report, folder: Path) -> str:
     for task in report.tasks:
         parts.append(f"<h2>{escape(task.task)}</h2>")
         if task.explanation:
-            parts.append(f'<div class="note grouping"><b>Not averaged together.</b> {escape(task.explanation)} '
+            parts.append(f'<div class="note grouping"><b>Separate tables.</b> {escape(task.explanation)} '
                          f"{escape(GROUPING)}</div>")
         for section in task.groups:
             t = section.table
