@@ -122,3 +122,27 @@ def test_points_chart_needs_several_numeric_points(tmp_path):
         r["metrics"]["points"] = r["metrics"]["points"][:1]
     assert charts.points_chart(aggregate_group(single), tmp_path / "q.png", {}) is None
     assert not (tmp_path / "q.png").exists()
+
+
+def test_rows_at_one_spot_share_one_label():
+    ok = [r for r in deduplicate(load_records([MIXED])).ok if r["variant"]["name"] in ("dylora", "lora")
+          and r["task"]["name"] == "sst2" and r["model"]["weights_sha256"].startswith("53aa")]
+    flat = copy.deepcopy(ok)
+    for r in flat:  # every rank as good as lora: all rows on one spot
+        for p in r["metrics"].get("points", []):
+            p["validation/accuracy"] = r["metrics"]["primary"]["value"] = 0.9
+    table = aggregate_group(flat)
+    clusters = charts.point_clusters([(row, charts.cost_value(row)) for row in table.rows])
+    assert len(clusters) == 1
+    assert charts.cluster_label(clusters[0][1]) == "dylora@r=1…8, lora"
+
+
+def test_uniform_ranks_get_no_heatmap_unless_allocated(tmp_path):
+    found = [(p, r) for p, r in load_records([MIXED]) if r["variant"]["name"] in ("lora", "adalora")
+             and r["task"]["name"] == "sst2" and r["model"]["weights_sha256"].startswith("53aa")]
+    for _, r in found:
+        if r["variant"]["name"] == "lora":  # what LoRA's describe() records: every matrix at rank r
+            r["variant_info"] = {"ranks": {f"bert.encoder.layer.{i}.attention.self.query": 8 for i in range(6)}}
+    report = build_report(found, tmp_path, ["x"])
+    heatmaps = [c.file for t in report.tasks for g in t.groups for c in g.charts if "-ranks-" in c.file]
+    assert heatmaps == ["01-sst2-ranks-adalora.png"]

@@ -198,13 +198,16 @@ def build_report(found: list[tuple[Path, Record]], out: Path, sources: Sequence[
             if row.point is not None and row is not next(r for r in table.rows if r.config == row.config):
                 continue  # one heatmap per configuration, not per evaluation point
             ranks = charts.mean_rank_map(row.records)
-            if not ranks:
+            # LoRA records its ranks too, all equal to r: a heatmap only says something when the ranks were
+            # allocated (AdaLoRA) or differ between matrices.
+            if not ranks or (len(set(ranks.values())) < 2 and row.config.variant != "adalora"):
                 continue
             name = f"{stem}-ranks-{_slug(row.label.split('@')[0])}.png"
-            title = (f"{row.label.split('@')[0]}: final rank per layer and module ({key.task}, "
+            title = (f"{row.label.split('@')[0]}: final rank per layer and module\n({key.task}, "
                      f"mean of {len(row.records)} seed{'s' if len(row.records) > 1 else ''})")
             if charts.rank_heatmap(ranks, title, out / name):
-                section.charts.append(Chart(name, title, "Ranks left to each adapted matrix when training ended "
+                section.charts.append(Chart(name, title.replace("\n", " "),
+                                            "Ranks left to each adapted matrix when training ended "
                                             "(AdaLoRA's budget allocation), read from the records' variant_info."))
         tasks.setdefault(key.task, []).append(section)
 

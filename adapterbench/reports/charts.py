@@ -7,6 +7,7 @@ compare (a single configuration, no AdaLoRA record, a single date, ...). The dat
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,14 +77,21 @@ def pareto_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path 
                     markeredgecolor="black" if row.pareto else "white", markeredgewidth=1.4 if row.pareto else 0.8,
                     label=variant if variant not in seen else None, zorder=3)
         seen.add(variant)
-        # Evaluation points of one run share its parameter count: label them "r=4" on the left so they do not
-        # collide with the labels of other variants, which sit on the right.
-        if row.point is not None:
-            ax.annotate(row.label.split("@", 1)[1], (cost, value), xytext=(-7, 0), textcoords="offset points",
+    values = [v for _, (_, v) in points]
+    span = (max(values) - min(values)) or 1.0
+    placed: list[tuple[float, float]] = []  # (log10 cost, value) of the labels on the right so far
+    for (cost, value), rows in sorted(point_clusters(points), key=lambda c: c[0]):
+        if len(rows) == 1 and rows[0].point is not None:
+            # Evaluation points of one run share its parameter count: label them "r=4" on the left so they do
+            # not collide with the labels of other variants, which sit on the right.
+            ax.annotate(rows[0].label.split("@", 1)[1], (cost, value), xytext=(-7, 0), textcoords="offset points",
                         fontsize=7.5, color="#4b5563", ha="right", va="center")
-        else:
-            ax.annotate(row.label, (cost, value), xytext=(7, 4), textcoords="offset points", fontsize=8,
-                        color="#374151")
+            continue
+        # Labels of nearby points (within half a decade, 5% of the value range) are stacked downwards.
+        near = sum(1 for x, y in placed if abs(x - math.log10(cost)) < 0.5 and abs(y - value) < 0.05 * span)
+        placed.append((math.log10(cost), value))
+        ax.annotate(cluster_label(rows), (cost, value), xytext=(7, 4 - 11 * near), textcoords="offset points",
+                    fontsize=8, color="#374151")
     front = sorted((cv for row, cv in points if row.pareto), key=lambda cv: cv[0])
     if len(front) > 1:
         ax.plot([c for c, _ in front], [v for _, v in front], "--", color="#111827", linewidth=1.2,
@@ -95,6 +103,30 @@ def pareto_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path 
     ax.set_title(f"{table.key.task}: {table.primary} against trainable parameters ({direction})", fontsize=11)
     ax.legend(fontsize=8, loc="lower right", frameon=True, framealpha=0.9, edgecolor="#e5e7eb")
     return _save(fig, path)
+
+
+def point_clusters(points: Sequence[tuple[Row, tuple[float, float]]]
+                   ) -> list[tuple[tuple[float, float], list[Row]]]:
+    """Rows drawn at the same (cost, value) spot, so that they get one label instead of a pile of them."""
+    clusters: dict[tuple[float, float], list[Row]] = {}
+    for row, (cost, value) in points:
+        clusters.setdefault((round(cost, 6), round(value, 9)), []).append(row)
+    return list(clusters.items())
+
+
+def cluster_label(rows: Sequence[Row]) -> str:
+    """``lora, dylora@r=1…8`` for rows sharing one spot: evaluation points of a configuration compressed."""
+    parts: dict[str, list[Row]] = {}
+    for row in rows:
+        parts.setdefault(row.label.split("@", 1)[0], []).append(row)
+    labels = []
+    for base, group in parts.items():
+        if len(group) == 1:
+            labels.append(group[0].label)
+        else:
+            first, last = group[0].label.split("@", 1)[1], group[-1].label.split("@", 1)[1].split("=")[-1]
+            labels.append(f"{base}@{first}…{last}")
+    return ", ".join(labels)
 
 
 # ---- resources: peak memory and throughput per configuration --------------------------------------------
@@ -233,7 +265,7 @@ def rank_heatmap(ranks: dict[str, float], title: str, path: Path) -> Path | None
     import numpy as np
 
     data = np.array([[np.nan if v is None else v for v in row] for row in matrix])
-    fig = _figure(max(5.0, 1.6 + 0.75 * len(layers)), 1.6 + 0.45 * len(roles))
+    fig = _figure(max(6.5, 2.2 + 0.75 * len(layers)), 2.0 + 0.45 * len(roles))
     ax = fig.add_subplot()
     image = ax.imshow(data, cmap="viridis", aspect="auto")
     for i in range(len(roles)):
@@ -246,8 +278,8 @@ def rank_heatmap(ranks: dict[str, float], title: str, path: Path) -> Path | None
     ax.set_yticks(range(len(roles)), roles, fontsize=9)
     ax.set_xlabel("layer index")
     ax.set_ylabel("adapted module")
-    fig.colorbar(image, ax=ax, label="final rank (count of kept singular values)")
-    ax.set_title(title, fontsize=11)
+    fig.colorbar(image, ax=ax, label="final rank")
+    ax.set_title(title, fontsize=10, wrap=True)
     return _save(fig, path)
 
 
