@@ -22,15 +22,19 @@ from torch import nn
 from adapterbench.variants.base import head_parameters
 
 
-def count_parameters(model: nn.Module, original_ids: set[int]) -> dict[str, Any]:
-    """``params/*`` keys. ``original_ids`` are the ids of parameters loaded from the checkpoint."""
+def count_parameters(model: nn.Module, original_ids: set[int], missing: set[str] = frozenset()) -> dict[str, Any]:
+    """``params/*`` keys.
+
+    ``original_ids`` are the ids of the model's parameters before the variant was applied; ``missing`` the names
+    of those the checkpoint did not have (the freshly initialised head). Both kinds count as newly added.
+    """
     params = list(model.parameters())
     head_ids = {id(p) for p in head_parameters(model)}
     total = sum(p.numel() for p in params)
     trainable = [p for p in params if p.requires_grad]
     head = sum(p.numel() for p in trainable if id(p) in head_ids)
     adapter = sum(p.numel() for p in trainable if id(p) not in head_ids)
-    new = sum(p.numel() for p in params if id(p) not in original_ids)
+    new = sum(p.numel() for name, p in model.named_parameters() if id(p) not in original_ids or name in missing)
     return {
         "params/total": total,
         "params/trainable": adapter + head,
@@ -167,16 +171,17 @@ class StepTimer:
 
 
 def median_latency(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device,
-                   autocast: Any, repeats: int = 3) -> float:
-    """Median seconds per evaluation batch (after one untimed pass to warm caches)."""
+                   autocast: Any, repeats: int = 5) -> float:
+    """Median seconds per evaluation batch, after untimed passes that warm allocator and kernel caches."""
     if not batches:
         return float("nan")
     times: list[float] = []
     model.eval()
     with torch.inference_mode():
-        for batch in batches:  # warm-up
-            with autocast():
-                model(**{k: v for k, v in batch.items() if k != "labels"})
+        for _ in range(2):  # the first calls pay one-off allocation and kernel-selection costs
+            for batch in batches:
+                with autocast():
+                    model(**{k: v for k, v in batch.items() if k != "labels"})
         for _ in range(repeats):
             for batch in batches:
                 synchronize(device)

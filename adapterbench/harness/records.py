@@ -72,8 +72,10 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 def make_run_id(task: str, variant: str, model: str, profile: str, seed: int, settings: dict[str, Any]) -> str:
+    # Folders and task files are named by their last component; the hash keeps distinct settings apart.
     model_slug = Path(model.rstrip("/")).name or model
-    parts = [task, variant, model_slug, profile, f"seed{seed}", settings_hash(settings)]
+    task_slug = Path(task).name if task.endswith((".toml", ".json")) else task
+    parts = [task_slug, variant, model_slug, profile, f"seed{seed}", settings_hash(settings)]
     return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in parts)
 
 

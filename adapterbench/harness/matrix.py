@@ -1,0 +1,180 @@
+"""A matrix of runs: expand, check every input before the first run, then run each in its own process.
+
+Each run is a fresh Python process (``python -m adapterbench.harness.worker``), so one run's memory never leaks
+into the next run's figure and a crash, an out-of-memory kill or a hang of one run does not stop the others. A run
+whose record already exists with status ``ok`` is skipped unless ``force``; an interrupted matrix therefore
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from adapterbench.errors import UserError
+from adapterbench.harness.records import existing_status, read_record, record_path, supersede, write_record
+from adapterbench.harness.run import RunSpec, environment, prepare_variant, task_summary
+from adapterbench.harness.settings import check_overrides
+from adapterbench.models import resolve_model
+from adapterbench.tasks import get_task
+from adapterbench.tasks.data import load_examples
+from adapterbench.variants import VARIANTS
+
+
+def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, profile: str,
+           overrides: dict[str, Any], data_dir: str | None, out_dir: str) -> list[RunSpec]:
+    return [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=overrides,
+                    data_dir=data_dir, out_dir=out_dir)
+            for t in tasks for v in variants for s in seeds]
+
+
+def preflight(specs: list[RunSpec]) -> None:
+    """Raise :class:`UserError` for any bad input, before a single run starts."""
+    if not specs:
+        raise UserError("the matrix is empty: give at least one variant, task and seed")
+    variant_keys = {}
+    for name in dict.fromkeys(s.variant for s in specs):
+        variant_keys[name] = VARIANTS.get(name).config_keys()
+    check_overrides(specs[0].overrides, variant_keys)
+    data_dir = specs[0].data_dir
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"data folder {data_dir!r} does not exist; pass --data-dir pointing at a folder with "
+                        f"glue/ and conll2003/ (for example ../shared/data)")
+    for model in dict.fromkeys(s.model for s in specs):
+        resolve_model(model)
+    train_sizes: dict[str, int | None] = {}
+    for task_name in dict.fromkeys(s.task for s in specs):
+        task = get_task(task_name)
+        if data_dir is None and not os.environ.get("ADAPTERBENCH_DATA_DIR"):
+            train_sizes[task_name] = None  # hub data: sizes known only once downloaded
+            continue
+        directory = Path(data_dir) if data_dir else None
+        train_sizes[task_name] = len(load_examples(task, task.train_split, directory))
+        for split in task.eval_splits:
+            load_examples(task, split, directory)
+    for spec in specs:
+        variant_cls, variant, settings, _ = prepare_variant(spec)
+        n_train = train_sizes[spec.task]
+        if n_train is not None:
+            n = min(n_train, settings.max_train_samples or n_train)
+            total = math.ceil(n / settings.batch_size) * settings.epochs
+            variant.validate_schedule(min(total, settings.max_steps or total))
+
+
+def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO = sys.stdout
+               ) -> int:
+    """Run every spec not already done; returns 0 when every run is ok (or was skipped as ok), else 1."""
+    out_dir = Path(specs[0].out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in specs if force or existing_status(record_path(out_dir, s.run_id)) != "ok"]
+    skipped = len(specs) - len(todo)
+    print(f"matrix: {len(specs)} runs ({len({s.variant for s in specs})} variants x {len({s.task for s in specs})}"
+          f" tasks x {len({s.seed for s in specs})} seeds), {skipped} already done, {len(todo)} to run; "
+          f"records in {out_dir}/", file=stream, flush=True)
+    all_ok = True
+    for number, spec in enumerate(todo, 1):
+        path = record_path(out_dir, spec.run_id)
+        print(f"[{number}/{len(todo)}] {spec.task} / {spec.variant} / seed {spec.seed}", file=stream, flush=True)
+        previous = supersede(path)  # kept, never overwritten
+        if previous is not None:
+            print(f"  previous record moved to {previous}", file=stream, flush=True)
+        record = _run_isolated(spec, path) if isolate else _run_here(spec, path)
+        print("  " + summary_line(record), file=stream, flush=True)
+        all_ok &= record.get("status") == "ok"
+    return 0 if all_ok else 1
+
+
+def _run_here(spec: RunSpec, path: Path) -> dict[str, Any]:
+    from adapterbench.harness.run import execute
+
+    record = execute(spec)
+    write_record(path, record)
+    return record
+
+
+def _run_isolated(spec: RunSpec, path: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "adapterbench.harness.worker", str(path)],
+                               stdin=subprocess.PIPE, text=True)
+    try:
+        process.communicate(json.dumps(asdict(spec)))
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    if path.exists() and process.returncode == 0:
+        return read_record(path)
+    # The worker died without writing its record: killed (likely by the out-of-memory killer) or crashed.
+    code = process.returncode
+    killed = code is not None and code < 0
+    status = "oom" if code == -signal.SIGKILL else "failed"
+    reason = f"killed by signal {signal.Signals(-code).name}" if killed else f"worker exited with status {code}"
+    if status == "oom":
+        reason += " (most likely the out-of-memory killer)"
+    record = {"schema_version": 1, "run_id": spec.run_id, "status": status,
+              "error": {"type": "WorkerDied", "message": reason, "traceback": ""},
+              "variant": {"name": spec.variant}, "task": _task_or_name(spec.task), "model": {"name": spec.model},
+              "seed": spec.seed, "profile": spec.profile, "training": {"overrides": spec.overrides},
+              "measurements": {"time/wall_s": time.perf_counter() - start}, "environment": environment(),
+              "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+    write_record(path, record)
+    return record
+
+
+def _task_or_name(name: str) -> dict[str, Any]:
+    try:
+        return task_summary(get_task(name))
+    except UserError:
+        return {"name": name}
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """One line per finished run: metric, trainable params, peak memory, samples/s, time."""
+    status = record.get("status")
+    if status != "ok":
+        error = (record.get("error") or {}).get("message", "")
+        return f"{status.upper()}: {error}"
+    m = record.get("measurements", {})
+    primary = record.get("metrics", {}).get("primary", {})
+    points = [p for p in record.get("metrics", {}).get("points", []) if p.get("point") is not None]
+    metric = f"{primary.get('split')}/{primary.get('name')}={_fmt(primary.get('value'))}"
+    if points:
+        key = f"{primary.get('split')}/{primary.get('name')}"
+        metric += " (" + ", ".join(f"@{p['point']}:{_fmt(p.get(key))}" for p in points) + ")"
+    return (f"ok: {metric} | trainable {_count(m.get('params/trainable_adapter'))} adapter + "
+            f"{_count(m.get('params/trainable_head'))} head ({_fmt(m.get('params/trainable_percent'), 2)}%) | "
+            f"peak {_bytes(m.get('memory/peak_bytes'))} | {_fmt(m.get('throughput/train_samples_per_s'), 1)} "
+            f"samples/s | {_fmt(m.get('time/wall_s'), 0)} s")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _count(n: Any) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _bytes(n: Any) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
