@@ -27,6 +27,7 @@ from adapterbench.reports.collect import (
     load_records,
     point_label,
 )
+from adapterbench.reports.units import fmt_bytes, fmt_change, fmt_count, fmt_delta, fmt_metric, fmt_seconds
 
 DATA = Path(__file__).parent / "data" / "records"
 MIXED = DATA / "mixed"
@@ -92,6 +93,15 @@ def test_best_indices_direction_ties_and_agreement():
     assert best_indices([3.0, 1.0, None, 1.0], higher_is_better=True) == {0}
     assert best_indices([2.0, 2.0], higher_is_better=True) == set()  # all agree: nothing to point at
     assert best_indices([2.0, None], higher_is_better=True) == set()  # a single value is not a contest
+
+
+def test_human_units():
+    assert (fmt_bytes(1536), fmt_bytes(420 * 1024**2), fmt_bytes(-2048), fmt_bytes(None)) == (
+        "1.5 KiB", "420 MiB", "-2 KiB", "—")
+    assert (fmt_count(770), fmt_count(73_728), fmt_count(22_713_216)) == ("770", "73.7 k", "22.7 M")
+    assert (fmt_seconds(12.34), fmt_seconds(250), fmt_seconds(7300)) == ("12.3 s", "4 min 10 s", "2 h 01 min")
+    assert (fmt_change(0.5), fmt_change(1.2), fmt_delta(-0.05)) == ("−50.0 %", "+20.0 %", "−0.0500")
+    assert fmt_metric(0.91, 0.01) == "0.9100 ± 0.0100" and fmt_metric(0.91) == "0.9100"
 
 
 def test_point_labels():
