@@ -72,9 +72,9 @@ def test_parse_overrides_types_and_errors():
 
 
 def test_overrides_go_to_the_loop_or_to_the_named_variant():
-    train, variant = split_overrides({"lr": 1e-3, "r": 4, "lora.alpha": 32, "dylora.alpha": 8}, "lora",
+    train, variant = split_overrides({"lr": 1e-3, "r": 4, "lora.alpha": 32, "dylora.alpha": 8, "lora.epochs": 5}, "lora",
                                      ["r", "alpha"])
-    assert train == {"lr": 1e-3} and variant == {"r": 4, "alpha": 32}
+    assert train == {"lr": 1e-3, "epochs": 5} and variant == {"r": 4, "alpha": 32}
     with pytest.raises(UserError, match="unknown setting"):
         check_overrides({"rank": 4}, {"lora": ["r"]})
     with pytest.raises(UserError, match="not a variant of this run"):

@@ -69,9 +69,10 @@ def preflight(specs: list[RunSpec]) -> None:
             variant.validate_schedule(min(total, settings.max_steps or total))
 
 
-def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO = sys.stdout
+def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None
                ) -> int:
     """Run every spec not already done; returns 0 when every run is ok (or was skipped as ok), else 1."""
+    stream = stream or sys.stdout
     out_dir = Path(specs[0].out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in specs if force or existing_status(record_path(out_dir, s.run_id)) != "ok"]

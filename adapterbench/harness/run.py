@@ -26,7 +26,7 @@ import adapterbench
 from adapterbench.errors import UserError
 from adapterbench.harness.data import iterate, sorted_batches
 from adapterbench.harness.loop import Diverged, autocast_factory, train_and_evaluate
-from adapterbench.harness.measure import count_parameters, median_latency
+from adapterbench.harness.measure import count_parameters, paired_latency
 from adapterbench.harness.records import SCHEMA_VERSION, make_run_id
 from adapterbench.harness.settings import TrainSettings, resolve_settings, split_overrides
 from adapterbench.models import ModelRef, load_model, load_tokenizer, resolve_model
@@ -141,9 +141,6 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
     model, missing = _load(ref, task, tokenizer, device)
     record["model"]["model_type"] = getattr(model.config, "model_type", None)
     original_ids = {id(p) for p in model.parameters()}
-    autocast = autocast_factory(device, precision)
-    latency_batches = _latency_batches(evals, settings, tokenizer.pad_token_id, device)
-    base_latency = median_latency(model, latency_batches, device, autocast) if latency_batches else None
 
     seed_everything(spec.seed)  # the adapter's initialisation depends only on the seed
     arch = _arch_or_none(model)
@@ -169,8 +166,12 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
 
     if settings.save_checkpoint:
         measurements.update(_save_checkpoint(variant, model, Path(spec.out_dir), spec.run_id))
-    if base_latency:
-        measurements.update(_inference_overhead(variant, model, latency_batches, device, autocast, base_latency))
+    latency_batches = _latency_batches(evals, settings, tokenizer.pad_token_id, device)
+    if latency_batches:
+        base_model, _ = _load(ref, task, tokenizer, device)  # a fresh, unadapted copy to time side by side
+        measurements.update(_inference_overhead(variant, model, base_model, latency_batches, device,
+                                                autocast_factory(device, precision)))
+        del base_model
 
 
 def _load(ref: ModelRef, task: TaskSpec, tokenizer: Any, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
@@ -200,14 +201,16 @@ def _latency_batches(evals: dict[str, list[dict[str, Any]]], settings: TrainSett
     return [{k: v.to(device) for k, v in b.items()} for b in iterate(examples, chosen, pad_token_id)]
 
 
-def _inference_overhead(variant: Variant, model: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
-                        device: torch.device, autocast: Any, base_latency: float) -> dict[str, Any]:
+def _inference_overhead(variant: Variant, model: torch.nn.Module, base_model: torch.nn.Module,
+                        batches: list[dict[str, torch.Tensor]], device: torch.device, autocast: Any
+                        ) -> dict[str, Any]:
+    """Evaluation latency of the trained model (merged when possible) over the unadapted base model's."""
     merged = False
     if variant.mergeable:
         variant.merge(model)
         merged = True
     try:
-        latency = median_latency(model, batches, device, autocast)
+        latency, base_latency = paired_latency([model, base_model], batches, device, autocast)
     finally:
         if merged:
             variant.unmerge(model)

@@ -108,21 +108,27 @@ def split_overrides(overrides: dict[str, Any], variant_name: str, variant_keys: 
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split overrides into (loop settings, this variant's Config fields).
 
-    ``variant.key`` applies to that variant only; a bare key goes to the loop if it is a loop setting, else to
-    every variant that has it. Unknown keys are reported by :func:`check_overrides` for the whole run.
+    ``variant.key`` applies to that variant only (a Config field, or a loop setting such as ``full.lr``) and
+    wins over a bare ``key``; a bare key goes to the loop if it is a loop setting, else to every variant that has
+    it. Unknown keys are reported by :func:`check_overrides` for the whole run.
     """
     train: dict[str, Any] = {}
     variant: dict[str, Any] = {}
+    scoped: list[tuple[str, Any]] = []
     for key, value in overrides.items():
         scope, dot, bare = key.rpartition(".")
         if dot:
-            if scope == variant_name and bare in variant_keys:
-                variant[bare] = value
-            continue
-        if key in TRAIN_KEYS:
+            if scope == variant_name:
+                scoped.append((bare, value))
+        elif key in TRAIN_KEYS:
             train[key] = value
         elif key in variant_keys:
             variant[key] = value
+    for bare, value in scoped:
+        if bare in variant_keys:
+            variant[bare] = value
+        elif bare in TRAIN_KEYS:
+            train[bare] = value
     return train, variant
 
 
@@ -134,9 +140,10 @@ def check_overrides(overrides: dict[str, Any], variant_keys: dict[str, list[str]
             if scope not in variant_keys:
                 raise UserError(f"--set {key}: {scope!r} is not a variant of this run "
                                 f"({', '.join(variant_keys)})")
-            if bare not in variant_keys[scope]:
+            if bare not in variant_keys[scope] and bare not in TRAIN_KEYS:
+                allowed = sorted(set(variant_keys[scope]) | set(TRAIN_KEYS))
                 raise UserError(f"--set {key}: variant {scope!r} has no setting {bare!r}; "
-                                f"allowed: {', '.join(variant_keys[scope]) or '(none)'}")
+                                f"allowed: {', '.join(allowed)}")
         elif key not in TRAIN_KEYS and not any(key in keys for keys in variant_keys.values()):
             allowed = sorted(set(TRAIN_KEYS).union(*map(set, variant_keys.values())))
             raise UserError(f"--set {key}: unknown setting; allowed: {', '.join(allowed)}")

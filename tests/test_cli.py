@@ -1,0 +1,193 @@
+"""``bench`` through its command line: bad input, listing, and end-to-end runs on the real MiniLM and real data.
+
+Bad input must give one line naming the bad value, exit status 2, no traceback, and no record written as ok.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adapterbench.cli import main
+from adapterbench.testing import save_tiny_model
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "glue").is_dir(),
+                                       reason=f"real data folder {SHARED_DATA} is absent")
+TASK_FILE = Path(__file__).parent / "data" / "tasks" / "sentiment.toml"
+
+
+def bench(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ADAPTERBENCH_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "adapterbench.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bench: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("m") / "tinybert", "bert")
+
+
+@pytest.fixture()
+def glue_copy(tmp_path) -> Path:
+    """A small data folder in the GLUE layout whose files the test may break."""
+    folder = tmp_path / "data" / "glue" / "SST-2"
+    folder.mkdir(parents=True)
+    rows = ["sentence\tlabel"] + [f"a {'good' if i % 2 else 'bad'} film number {i} \t{i % 2}" for i in range(12)]
+    (folder / "train.tsv").write_text("\n".join(rows) + "\n")
+    (folder / "dev.tsv").write_text("\n".join(rows[:7]) + "\n")
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--variants", "lroa", "--task", "sst2"], ["unknown variant 'lroa'", "Did you mean 'lora'"]),
+    (["--variants", "lora", "--task", "sst3"], ["unknown task 'sst3'", "Did you mean 'sst2'"]),
+    (["--variants", "lora", "--task", "sst2", "--set", "lr"], ["malformed --set 'lr'"]),
+    (["--variants", "lora", "--task", "sst2", "--set", "lr=-1e-4"], ["lr=-0.0001 is not allowed"]),
+    (["--variants", "lora", "--task", "sst2", "--set", "rank=4"], ["--set rank: unknown setting"]),
+    (["--variants", "lora", "--task", "sst2", "--seeds", "a,b"], ["--seeds 'a,b' is not allowed"]),
+    (["--variants", "lora", "--task", "sst2", "--profile", "fast"], ["unknown profile 'fast'"]),
+    (["--variants", "lora", "--task", "sst2", "--data-dir", "/no/such/folder"], ["/no/such/folder",
+                                                                               "does not exist"]),
+])
+def test_bad_arguments_give_one_line_errors(args, needles, capsys, tmp_path):
+    code, err = run_main(capsys, "run", *args, "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *needles)
+    assert not list((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else True
+
+
+@pytest.mark.parametrize("breakage,needles", [
+    (lambda f: f.write_text("sentence\tlabel\nonly one column\n"), ["train.tsv:2", "expected 2"]),
+    (lambda f: f.write_text("sentence\tlabel\na fine film\t7\n"), ["train.tsv:2", "'7'"]),
+    (lambda f: f.write_text("sentence\tlabel\n"), ["empty"]),
+    (lambda f: f.unlink(), ["train.tsv"]),
+])
+def test_bad_data_files_are_reported_before_any_run(breakage, needles, glue_copy, tiny_folder, capsys, tmp_path):
+    breakage(glue_copy / "glue" / "SST-2" / "train.tsv")
+    code, err = run_main(capsys, "run", "--variants", "head", "--task", "sst2", "--profile", "smoke",
+                         "--model", str(tiny_folder), "--data-dir", str(glue_copy), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_folder_without_weights(capsys, tmp_path, glue_copy):
+    folder = tmp_path / "noweights"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    code, err = run_main(capsys, "run", "--variants", "head", "--task", "sst2", "--model", str(folder),
+                         "--data-dir", str(glue_copy), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, str(folder), "has no weights")
+
+
+def test_task_file_with_a_missing_field(capsys, tmp_path, tiny_folder):
+    broken = tmp_path / "broken.toml"
+    broken.write_text(TASK_FILE.read_text().replace('primary_metric = "f1"\n', ""))
+    shutil.copy(TASK_FILE.parent / "sentiment_train.csv", tmp_path)
+    shutil.copy(TASK_FILE.parent / "sentiment_dev.csv", tmp_path)
+    code, err = run_main(capsys, "run", "--variants", "head", "--task", str(broken), "--model", str(tiny_folder),
+                         "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "broken.toml", "primary_metric")
+
+
+def test_bad_input_through_the_real_command_has_no_traceback(tmp_path):
+    result = bench("run", "--variants", "lora", "--task", "sst2", "--set", "lr=-1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("bench: error: lr=-1.0 is not allowed; the learning rate must be a positive "
+                                     "number")
+    assert not (tmp_path / "results").exists()
+
+
+def test_list_variants_and_tasks(capsys):
+    assert main(["list", "variants"]) == 0
+    out = capsys.readouterr().out
+    for name in ("full", "head", "lora", "bitfit", "dylora", "adalora", "loraplus", "houlsby", "peft:<method>"):
+        assert f"\n{name} " in out or out.startswith(name), name
+    assert "built-in" in out and "lr=2e-05" in out
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "conll2003"):
+        assert f"\n{name} " in out, name
+
+
+def test_a_failing_run_is_recorded_and_the_matrix_goes_on(tmp_path, tiny_folder, capsys):
+    # lr=1e38 overflows float32, so the loss becomes non-finite: that run is recorded as diverged, the next one still runs.
+    out = tmp_path / "out"
+    code = main(["run", "--variants", "head,full", "--task", str(TASK_FILE), "--model", str(tiny_folder),
+                 "--profile", "smoke", "--set", "full.lr=1e38", "--set", "max_steps=3", "--out", str(out),
+                 "--in-process"])
+    records = {json.loads(p.read_text())["variant"]["name"]: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert code == 1
+    assert records["head"]["status"] == "ok"
+    assert records["full"]["status"] in ("diverged", "failed")
+    assert records["full"]["error"]["message"]
+
+
+@pytest.mark.e2e
+@needs_shared_data
+def test_end_to_end_on_real_minilm_and_real_data(tmp_path):
+    result = bench("run", "--variants", "lora,head", "--task", "sst2,conll2003", "--profile", "smoke",
+                   "--data-dir", str(SHARED_DATA), "--out", str(tmp_path / "results"), cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "matrix: 4 runs (2 variants x 2 tasks x 1 seeds)" in result.stdout
+    assert result.stdout.count("ok: ") == 4
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
+    assert {(r["task"]["name"], r["variant"]["name"]) for r in records} == {
+        ("sst2", "lora"), ("sst2", "head"), ("conll2003", "lora"), ("conll2003", "head")}
+    for r in records:
+        assert r["status"] == "ok"
+        assert r["model"]["weights_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+        assert r["environment"]["git_commit"] is None or len(r["environment"]["git_commit"]) == 40
+        if r["task"]["name"] == "conll2003":
+            assert {"validation/f1", "test/f1"} <= set(r["metrics"]["final"])
+        if r["variant"]["name"] == "lora":
+            assert r["measurements"]["params/trainable_adapter"] == 73_728
+
+
+@pytest.mark.e2e
+@needs_shared_data
+def test_an_interrupted_matrix_resumes_and_keeps_finished_runs(tmp_path, tiny_folder):
+    out = tmp_path / "results"
+    args = [sys.executable, "-m", "adapterbench.cli", "run", "--variants", "head", "--task", "sst2",
+            "--seeds", "0,1,2", "--profile", "smoke", "--model", str(tiny_folder), "--data-dir", str(SHARED_DATA),
+            "--out", str(out)]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "ADAPTERBENCH_PROGRESS": "0"})
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("*.json")):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    finished = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    assert 1 <= len(finished) < 3
+
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "ADAPTERBENCH_PROGRESS": "0"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{len(finished)} already done, {3 - len(finished)} to run" in result.stdout
+    assert len(list(out.glob("*.json"))) == 3
+    for name, content in finished.items():
+        assert (out / name).read_bytes() == content  # skipped and kept, byte for byte
