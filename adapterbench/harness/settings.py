@@ -64,7 +64,7 @@ class TrainSettings:
 PROFILES: dict[str, TrainSettings] = {
     "smoke": TrainSettings(epochs=1, batch_size=8, eval_batch_size=16, max_length=32, max_train_samples=32,
                            max_eval_samples=32, warmup_steps_excluded=1, latency_batches=1),
-    "quick": TrainSettings(epochs=2, batch_size=32, eval_batch_size=64, max_length=128, max_train_samples=2000,
+    "quick": TrainSettings(epochs=2, batch_size=32, eval_batch_size=64, max_length=128, max_train_samples=1000,
                            max_eval_samples=500, warmup_steps_excluded=5),
     "standard": TrainSettings(epochs=3, batch_size=32, eval_batch_size=64, max_length=128),
 }
