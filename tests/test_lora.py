@@ -300,3 +300,24 @@ def test_outputs_gradients_and_merged_weights_equal_peft(arch, rslora):
         peft_layer = theirs.get_submodule(name)
         peft_layer.merge()
         torch.testing.assert_close(layer.base.weight, peft_layer.base_layer.weight, rtol=0, atol=1e-6)
+
+
+def test_bf16_autocast_runs_and_agrees_with_peft():
+    """The harness trains under bf16 autocast on CUDA; CPU autocast exercises the same code path."""
+    base, batch = tiny_model("bert"), tiny_batch()
+    ours = copy.deepcopy(base)
+    lora(dropout=0.0).apply(ours, None)
+    randomise_adapters(ours)
+    theirs = peft_twin(base, ours, r=8, alpha=16, rslora=False)
+    outputs = []
+    for model in (ours, theirs):
+        model.eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**batch, labels=torch.tensor([1, 0]))
+        out.loss.backward()
+        outputs.append(out.logits.float())
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=5e-2)  # bf16 has ~3 significant digits
+    for name, layer in lora_layers(ours):
+        peft_a = theirs.get_submodule(name).lora_A["default"].weight
+        assert layer.lora_A.grad.dtype == torch.float32 and layer.lora_A.grad.abs().sum() > 0
+        torch.testing.assert_close(layer.lora_A.grad, peft_a.grad, rtol=5e-2, atol=5e-3)
