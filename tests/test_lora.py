@@ -118,8 +118,11 @@ def test_dropout_applies_to_the_low_rank_path_only():
 
 
 def test_no_dropout_means_the_dropout_free_layer():
-    layer = wrap_linear(nn.Linear(4, 4), r=2, alpha=2, dropout=0.0)
+    layer = wrap_linear(nn.Linear(4, 3), r=2, alpha=2, dropout=0.0)
     assert type(layer) is LoRALinear and not any(isinstance(m, nn.Dropout) for m in layer.modules())
+    # linear-layer attributes read through to the frozen base layer
+    assert layer.weight is layer.base.weight and layer.bias is layer.base.bias
+    assert (layer.in_features, layer.out_features) == (4, 3)
 
 
 def test_init_a_kaiming_uniform_b_zero():

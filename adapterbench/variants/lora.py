@@ -51,6 +51,23 @@ class LoRALinear(nn.Module):
         init_lora_(self.lora_A, self.lora_B)
         self.merged = False
 
+    # Code that reads a linear layer's attributes (dtype checks, ``in_features``) sees the base layer's.
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:  # base.weight already holds W0 + s·BA
             return F.linear(x, self.base.weight, self.base.bias)
