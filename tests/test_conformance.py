@@ -77,3 +77,22 @@ def test_every_variant_runs_token_classification(variant, tiny_model_folders, tm
     record = smoke(variant, TOKEN_TASK, tiny_model_folders["bert"], tmp_path)
     check_record(record)
     assert set(record["metrics"]["final"]) >= {"validation/f1"}
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_every_variant_trains_under_bf16_autocast(variant):
+    """GPU runs use bf16 autocast; CPU autocast exercises the same dtype paths (custom kernels included)."""
+    import torch
+
+    from adapterbench.testing import tiny_batch, tiny_model
+
+    model = tiny_model("bert")
+    VARIANTS.get(variant)().apply(model, None)
+    model.train()
+    batch = {**tiny_batch(), "labels": torch.tensor([0, 1])}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**batch)
+    output.loss.backward()
+    assert output.logits.dtype == torch.bfloat16 and torch.isfinite(output.loss)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None and p.grad.dtype == p.dtype for p in trainable)
