@@ -126,6 +126,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"--seeds {','.join(seed_texts)!r} is not allowed; give comma-separated integers") from None
     matrix_sets = matrix.get("set", {})
+    if not isinstance(matrix_sets, dict):
+        raise UserError(f"matrix file {args.matrix!r}: 'set' must be a table of key = value, "
+                        f"for example [set] then lr = 1e-4")
     override_items = [f"{k}={v}" for k, v in matrix_sets.items()] + list(args.overrides)
     overrides = parse_overrides(override_items)
     data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")

@@ -101,6 +101,13 @@ def load_model(ref: ModelRef, kind: str, num_labels: int, pad_token_id: int | No
         extra["problem_type"] = "regression"
     elif kind == "classification":
         extra["problem_type"] = "single_label_classification"
+    # Train in fp32 whatever dtype the checkpoint was saved in (transformers 5 would keep a bf16 checkpoint in
+    # bf16); mixed precision on CUDA comes from autocast, not from half-precision weights.
+    import torch
+    import transformers
+
+    major_minor = tuple(int(p) for p in transformers.__version__.split(".")[:2])
+    extra["dtype" if major_minor >= (4, 56) else "torch_dtype"] = torch.float32
     try:
         model, info = auto.from_pretrained(ref.path, trust_remote_code=False, use_safetensors=None,
                                            output_loading_info=True, **extra)

@@ -56,6 +56,11 @@ def check_record(record: dict) -> None:
     assert record["metrics"]["points"], "at least the as-trained evaluation point"
     assert record["history"] and record["history"][-1]["step"] == 3
     assert record["environment"]["torch"] and record["model"]["model_type"]
+    if record["variant"]["mergeable"]:
+        # the latency ratio is measured merged, and merging kept the logits (rounding only)
+        tolerance = 1e-4 if record["training"]["precision"] == "fp32" else 5e-2
+        assert m["inference/merged"] is True
+        assert m["inference/merge_max_abs_logit_diff"] < tolerance
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
@@ -67,9 +72,7 @@ def test_every_variant_runs_on_every_architecture(variant, arch, tiny_model_fold
         pytest.skip(f"{variant} declares {arch} unsupported: {record['error']['message']}")
     record = smoke(variant, SEQUENCE_TASK, tiny_model_folders[arch], tmp_path)
     check_record(record)
-    if record["variant"]["mergeable"]:
-        # merging must not change the model's function much: latency ratio measured on the merged model
-        assert record["measurements"]["inference/merged"] is True
+
 
 
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
@@ -80,19 +83,9 @@ def test_every_variant_runs_token_classification(variant, tiny_model_folders, tm
 
 
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
-def test_every_variant_trains_under_bf16_autocast(variant):
-    """GPU runs use bf16 autocast; CPU autocast exercises the same dtype paths (custom kernels included)."""
-    import torch
-
-    from adapterbench.testing import tiny_batch, tiny_model
-
-    model = tiny_model("bert")
-    VARIANTS.get(variant)().apply(model, None)
-    model.train()
-    batch = {**tiny_batch(), "labels": torch.tensor([0, 1])}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = model(**batch)
-    output.loss.backward()
-    assert output.logits.dtype == torch.bfloat16 and torch.isfinite(output.loss)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    assert all(p.grad is not None and p.grad.dtype == p.dtype for p in trainable)
+def test_every_variant_trains_under_bf16_autocast(variant, tiny_model_folders, tmp_path):
+    """GPU runs use bf16 autocast; CPU autocast exercises the same dtype paths through the whole loop (hooks,
+    extra losses, rank sampling and masking, custom kernels)."""
+    record = smoke(variant, SEQUENCE_TASK, tiny_model_folders["bert"], tmp_path, precision="bf16")
+    assert record["training"]["precision"] == "bf16"
+    check_record(record)

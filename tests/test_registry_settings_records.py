@@ -78,7 +78,8 @@ def test_overrides_go_to_the_loop_or_to_the_named_variant():
     with pytest.raises(UserError, match="unknown setting"):
         check_overrides({"rank": 4}, {"lora": ["r"]})
     with pytest.raises(UserError, match="not a variant of this run"):
-        check_overrides({"adalora.r": 4}, {"lora": ["r"]})
+        check_overrides({"lorra.r": 4}, {"lora": ["r"]})
+    check_overrides({"adalora.r": 4}, {"lora": ["r"]})  # a registered variant outside this run: ignored
 
 
 @pytest.mark.parametrize("key,value,message", [

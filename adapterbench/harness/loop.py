@@ -65,7 +65,7 @@ def autocast_factory(device: torch.device, precision: str) -> Callable[[], conte
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """lr factor: t / warmup for t < warmup, then (total - t) / (total - warmup), floored at 0."""
+    """lr factor: (t + 1) / warmup for t < warmup (no step at lr 0), then (total - t) / (total - warmup) >= 0."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
@@ -107,9 +107,11 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
         epoch_start = time.perf_counter()
         losses: list[float] = []
         batches = length_grouped_batches(lengths, settings.batch_size, seed=seed * 1000 + epoch)
+        step_clock = time.perf_counter()
         for batch in iterate(train, batches, pad_token_id):
             if state.step >= total_steps:
                 break
+            samples, tokens = batch["input_ids"].shape[0], int(batch["attention_mask"].sum())  # on the host
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             variant.on_step_start(state)
             timer.compute_begin()
@@ -121,7 +123,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
-            timer.compute_end(samples=batch["input_ids"].shape[0], tokens=int(batch["attention_mask"].sum()))
+            timer.compute_end()
             state.loss = loss.detach()
             loss_value = float(state.loss)  # one host sync per step; compute is already synchronised
             if not math.isfinite(loss_value):
@@ -133,14 +135,20 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
+            synchronize(device)
+            now = time.perf_counter()
+            timer.step_done(now - step_clock, samples, tokens)
+            step_clock = now
             if progress:
                 progress(state.step, total_steps, loss_value)
         synchronize(device)
         train_wall += time.perf_counter() - epoch_start
 
+        memory.pause()  # evaluation memory is not training memory
         eval_start = time.perf_counter()
         metrics = evaluate_all(model, task, evals, settings, device, autocast, pad_token_id)
         eval_wall += time.perf_counter() - eval_start
+        memory.resume()
         entry = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
                  "time_s": train_wall, **metrics, **dict(state.log)}
         result.history.append(entry)
@@ -148,6 +156,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
         if value is not None and (best_value is None or _better(value, best_value, task.greater_is_better)):
             best_value = value
             result.best = {"epoch": epoch + 1, **metrics}
+    memory.pause()
     result.measurements.update(memory.stop())
     variant.on_train_end(state)
     result.final = {k: v for k, v in result.history[-1].items() if "/" in k and k.split("/")[0] in evals}

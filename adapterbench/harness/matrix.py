@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from adapterbench.errors import UserError
-from adapterbench.harness.records import existing_status, read_record, record_path, supersede, write_record
-from adapterbench.harness.run import RunSpec, environment, prepare_variant, task_summary
-from adapterbench.harness.settings import check_overrides
+from adapterbench.harness.records import (
+    checkpoint_path,
+    existing_status,
+    read_record,
+    record_path,
+    supersede,
+    write_record,
+)
+from adapterbench.harness.run import RunSpec, base_record, environment, prepare_variant, select_device
+from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.models import resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.data import load_examples
@@ -31,7 +38,10 @@ from adapterbench.variants import VARIANTS
 
 def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, profile: str,
            overrides: dict[str, Any], data_dir: str | None, out_dir: str) -> list[RunSpec]:
-    return [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=overrides,
+    variant_keys = {v: VARIANTS.get(v).config_keys() for v in variants}
+    check_overrides(overrides, variant_keys)  # every override must land somewhere in this run
+    applicable = {v: applicable_overrides(overrides, v, variant_keys[v]) for v in variants}
+    return [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=applicable[v],
                     data_dir=data_dir, out_dir=out_dir)
             for t in tasks for v in variants for s in seeds]
 
@@ -40,10 +50,6 @@ def preflight(specs: list[RunSpec]) -> None:
     """Raise :class:`UserError` for any bad input, before a single run starts."""
     if not specs:
         raise UserError("the matrix is empty: give at least one variant, task and seed")
-    variant_keys = {}
-    for name in dict.fromkeys(s.variant for s in specs):
-        variant_keys[name] = VARIANTS.get(name).config_keys()
-    check_overrides(specs[0].overrides, variant_keys)
     data_dir = specs[0].data_dir
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UserError(f"data folder {data_dir!r} does not exist; pass --data-dir pointing at a folder with "
@@ -62,6 +68,7 @@ def preflight(specs: list[RunSpec]) -> None:
             load_examples(task, split, directory)
     for spec in specs:
         variant_cls, variant, settings, _ = prepare_variant(spec)
+        select_device(settings)
         n_train = train_sizes[spec.task]
         if n_train is not None:
             n = min(n_train, settings.max_train_samples or n_train)
@@ -86,6 +93,7 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
         print(f"[{number}/{len(todo)}] {spec.task} / {spec.variant} / seed {spec.seed}", file=stream, flush=True)
         previous = supersede(path)  # kept, never overwritten
         if previous is not None:
+            supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
             print(f"  previous record moved to {previous}", file=stream, flush=True)
         record = _run_isolated(spec, path) if isolate else _run_here(spec, path)
         print("  " + summary_line(record), file=stream, flush=True)
@@ -114,30 +122,25 @@ def _run_isolated(spec: RunSpec, path: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             process.kill()
         raise
-    if path.exists() and process.returncode == 0:
-        return read_record(path)
-    # The worker died without writing its record: killed (likely by the out-of-memory killer) or crashed.
     code = process.returncode
-    killed = code is not None and code < 0
+    if path.exists():  # the record was written (a non-zero exit after it, e.g. in teardown, is noted)
+        record = read_record(path)
+        if code != 0:
+            record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
+            write_record(path, record)
+        return record
+    # The worker died without writing its record: killed (likely by the out-of-memory killer) or crashed.
     status = "oom" if code == -signal.SIGKILL else "failed"
-    reason = f"killed by signal {signal.Signals(-code).name}" if killed else f"worker exited with status {code}"
+    reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
     if status == "oom":
         reason += " (most likely the out-of-memory killer)"
-    record = {"schema_version": 1, "run_id": spec.run_id, "status": status,
-              "error": {"type": "WorkerDied", "message": reason, "traceback": ""},
-              "variant": {"name": spec.variant}, "task": _task_or_name(spec.task), "model": {"name": spec.model},
-              "seed": spec.seed, "profile": spec.profile, "training": {"overrides": spec.overrides},
-              "measurements": {"time/wall_s": time.perf_counter() - start}, "environment": environment(),
-              "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+    record = base_record(spec)
+    record.update(status=status, error={"type": "WorkerDied", "message": reason, "traceback": ""},
+                  measurements={"time/wall_s": time.perf_counter() - start},
+                  environment=environment(record.get("training", {}).get("device")),
+                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
     write_record(path, record)
     return record
-
-
-def _task_or_name(name: str) -> dict[str, Any]:
-    try:
-        return task_summary(get_task(name))
-    except UserError:
-        return {"name": name}
 
 
 def summary_line(record: dict[str, Any]) -> str:

@@ -62,34 +62,50 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str,
 
 
 class PeakMemory:
-    """Peak memory of the training phase, minus what was in use when it began."""
+    """Peak memory of the training steps, minus what was in use when training began.
+
+    Evaluation between epochs is left out: :meth:`pause` banks the peak so far, :meth:`resume` resets the peak
+    counter, and the reported peak is the largest of the training segments.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
         self.before = 0
+        self.before_reserved = 0
+        self.peak = 0
+        self.peak_reserved = 0
         self.cpu_reset_ok = False
 
     def start(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
             self.before = torch.cuda.memory_allocated(self.device)
             self.before_reserved = torch.cuda.memory_reserved(self.device)
         else:
-            self.cpu_reset_ok = _reset_cpu_peak()
             self.before = _cpu_rss_bytes()
+        self.resume()
+
+    def resume(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.cpu_reset_ok = _reset_cpu_peak()
+
+    def pause(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
+            self.peak_reserved = max(self.peak_reserved, torch.cuda.max_memory_reserved(self.device))
+        else:
+            self.peak = max(self.peak, _cpu_peak_rss_bytes())
 
     def stop(self) -> dict[str, Any]:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-            reserved = torch.cuda.max_memory_reserved(self.device)
-            return {"memory/peak_bytes": peak - self.before, "memory/peak_basis": "cuda_allocated",
-                    "memory/cuda_peak_reserved_bytes": reserved - self.before_reserved,
+            return {"memory/peak_bytes": self.peak - self.before, "memory/peak_basis": "cuda_allocated",
+                    "memory/cuda_peak_reserved_bytes": self.peak_reserved - self.before_reserved,
                     "memory/before_train_bytes": self.before}
-        peak = _cpu_peak_rss_bytes()
-        return {"memory/peak_bytes": max(0, peak - self.before), "memory/peak_basis": "cpu_rss",
-                "memory/cpu_peak_rss_bytes": peak, "memory/before_train_bytes": self.before,
+        return {"memory/peak_bytes": max(0, self.peak - self.before), "memory/peak_basis": "cpu_rss",
+                "memory/cpu_peak_rss_bytes": self.peak, "memory/before_train_bytes": self.before,
                 # Without the reset the high-water mark may predate training (model loading).
                 "memory/cpu_peak_reset": self.cpu_reset_ok}
 
@@ -139,9 +155,11 @@ def synchronize(device: torch.device) -> None:
 
 @dataclass
 class StepTimer:
-    """Training time split into compute (forward, backward, optimizer step) and everything else.
+    """Training time: whole steps for throughput, and the compute part for the overhead share.
 
-    ``steady_*`` accumulate only steps after the first ``warmup`` ones, for throughput.
+    ``step_done`` gets the wall time of a whole step (fetching and collating the batch, hooks, forward, backward,
+    optimizer step, bookkeeping); steps after the first ``warmup`` ones form the steady window that throughput is
+    measured over. ``compute_begin``/``compute_end`` bracket forward, backward and the optimizer step only.
     """
 
     device: torch.device
@@ -158,13 +176,14 @@ class StepTimer:
         synchronize(self.device)
         self._started = time.perf_counter()
 
-    def compute_end(self, samples: int, tokens: int) -> None:
+    def compute_end(self) -> None:
         synchronize(self.device)
-        elapsed = time.perf_counter() - self._started
-        self.compute_s += elapsed
+        self.compute_s += time.perf_counter() - self._started
+
+    def step_done(self, elapsed_s: float, samples: int, tokens: int) -> None:
         self.steps += 1
         if self.steps > self.warmup:
-            self.steady_s += elapsed
+            self.steady_s += elapsed_s
             self.steady_steps += 1
             self.steady_samples += samples
             self.steady_tokens += tokens

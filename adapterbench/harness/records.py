@@ -62,11 +62,11 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "oom", "diverged")
+STATUSES = ("ok", "failed", "oom", "diverged")  # every value "status" may take
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
-    """Eight hex digits identifying the settings that distinguish otherwise equal runs (the --set overrides)."""
+    """Eight hex digits identifying what distinguishes otherwise equally named runs."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
 
@@ -75,12 +75,19 @@ def make_run_id(task: str, variant: str, model: str, profile: str, seed: int, se
     # Folders and task files are named by their last component; the hash keeps distinct settings apart.
     model_slug = Path(model.rstrip("/")).name or model
     task_slug = Path(task).name if task.endswith((".toml", ".json")) else task
-    parts = [task_slug, variant, model_slug, profile, f"seed{seed}", settings_hash(settings)]
+    # The hash covers the full model and task references too: "org/x" and "/data/x" share a slug.
+    identity = {"overrides": settings, "model": model, "task": task}
+    parts = [task_slug, variant, model_slug, profile, f"seed{seed}", settings_hash(identity)]
     return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in parts)
 
 
 def record_path(out_dir: Path, run_id: str) -> Path:
     return Path(out_dir) / f"{run_id}.json"
+
+
+def checkpoint_path(out_dir: Path, run_id: str) -> Path:
+    """Where a run's trained weights (adapter and head) are saved, as safetensors."""
+    return Path(out_dir) / "checkpoints" / f"{run_id}.safetensors"
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
@@ -101,13 +108,13 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def supersede(path: Path) -> Path | None:
-    """Move an existing record aside to ``superseded/`` (with a timestamp) before it is replaced."""
+    """Move an existing record (or checkpoint) aside to ``superseded/``, timestamped, before it is replaced."""
     path = Path(path)
     if not path.exists():
         return None
     target_dir = path.parent / "superseded"
     target_dir.mkdir(exist_ok=True)
-    target = target_dir / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.json"
+    target = target_dir / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}{path.suffix}"
     os.replace(path, target)
     return target
 
@@ -130,7 +137,8 @@ def iter_records(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]
     for root in paths:
         root = Path(root)
         files = [root] if root.is_file() else sorted(
-            p for p in root.rglob("*.json") if not ({"superseded", "checkpoints"} & set(p.parts)))
+            p for p in root.rglob("*.json")
+            if not ({"superseded", "checkpoints"} & set(p.relative_to(root).parts)))
         for file in files:
             try:
                 record = read_record(file)

@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from adapterbench.errors import UserError
 from adapterbench.harness.data import iterate, sorted_batches
 from adapterbench.harness.loop import Diverged, autocast_factory, train_and_evaluate
 from adapterbench.harness.measure import count_parameters, paired_latency
-from adapterbench.harness.records import SCHEMA_VERSION, make_run_id
+from adapterbench.harness.records import SCHEMA_VERSION, checkpoint_path, make_run_id
 from adapterbench.harness.settings import TrainSettings, resolve_settings, split_overrides
 from adapterbench.models import ModelRef, load_model, load_tokenizer, resolve_model
 from adapterbench.tasks import get_task
@@ -75,8 +75,17 @@ def select_device(settings: TrainSettings) -> tuple[torch.device, str]:
             raise UserError(f"device={settings.device!r} but CUDA is not available; use device=cpu or auto")
     precision = settings.precision
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        precision = "bf16" if device.type == "cuda" and _native_bf16(device) else "fp32"
     return device, precision
+
+
+def _native_bf16(device: torch.device) -> bool:
+    # Emulated bf16 (pre-Ampere GPUs) is slower than fp32, so "auto" only picks it where it is native.
+    with torch.cuda.device(device):
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no including_emulation and does not count emulation
+            return torch.cuda.is_bf16_supported()
 
 
 def subset(examples: list[Any], limit: int | None) -> list[Any]:
@@ -93,41 +102,57 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def base_record(spec: RunSpec) -> dict[str, Any]:
+    """The record of ``spec`` before it runs: identity, resolved config, task, model, loop settings.
+
+    Every piece that resolves is filled in, so that a run that fails (or whose process dies) is still grouped
+    with its successful siblings by the reports; ``status`` starts as ``failed`` until the run succeeds.
+    """
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "status": "failed",
+                              "error": None, "seed": spec.seed, "profile": spec.profile,
+                              "variant": {"name": spec.variant}, "task": {"name": spec.task},
+                              "model": {"name": spec.model}, "training": {"overrides": spec.overrides}}
+    try:
+        variant_cls, variant, settings, origin = prepare_variant(spec)
+        record["variant"] = {"name": spec.variant, "origin": origin, "config": asdict(variant.config),
+                             "mergeable": variant_cls.mergeable}
+        device, precision = select_device(settings)
+        lr = settings.lr if settings.lr is not None else variant_cls.default_lr
+        record["training"] = {**settings.as_dict(), "lr": lr, "precision": precision, "device": str(device),
+                              "overrides": spec.overrides}
+        record["task"] = task_summary(get_task(spec.task))
+        ref = resolve_model(spec.model)
+        record["model"] = {"name": ref.name, "path": ref.path, "weights_sha256": ref.weights_sha256}
+    except UserError:
+        pass  # the run itself raises it again and records the message
+    return record
+
+
 def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     """Run ``spec`` and return its record (never raises for a failed run; ``UserError`` is recorded too)."""
     wall_start = time.perf_counter()
-    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "status": "failed",
-                              "error": None, "seed": spec.seed, "profile": spec.profile,
-                              # filled in fully by _run; these let a run that fails early still be reported
-                              "variant": {"name": spec.variant}, "task": {"name": spec.task},
-                              "model": {"name": spec.model}, "training": {"overrides": spec.overrides}}
+    record = base_record(spec)
     try:
         _run(spec, record, progress)
         record["status"] = "ok"
     except Diverged as exc:
         record.update(status="diverged", error=_error(exc))
-    except (torch.OutOfMemoryError, MemoryError) as exc:
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
         record.update(status="oom", error=_error(exc))
     except Exception as exc:  # a benchmark matrix goes on; the record keeps the traceback
         record.update(status="failed", error=_error(exc))
     record.setdefault("measurements", {})["time/wall_s"] = time.perf_counter() - wall_start
-    record["environment"] = environment()
-    record["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["environment"] = environment(record.get("training", {}).get("device"))
+    record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return record
 
 
 def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
-    variant_cls, variant, settings, origin = prepare_variant(spec)
+    variant_cls, variant, settings, _ = prepare_variant(spec)
     task = get_task(spec.task)
-    record["variant"] = {"name": spec.variant, "origin": origin, "config": asdict(variant.config),
-                         "mergeable": variant_cls.mergeable}
-    record["task"] = task_summary(task)
     device, precision = select_device(settings)
     lr = settings.lr if settings.lr is not None else variant_cls.default_lr
-    record["training"] = {**settings.as_dict(), "lr": lr, "precision": precision, "device": device.type,
-                          "overrides": spec.overrides}
     ref = resolve_model(spec.model)
-    record["model"] = {"name": ref.name, "path": ref.path, "weights_sha256": ref.weights_sha256}
 
     seed_everything(spec.seed)
     tokenizer = load_tokenizer(ref)
@@ -206,23 +231,34 @@ def _inference_overhead(variant: Variant, model: torch.nn.Module, base_model: to
                         ) -> dict[str, Any]:
     """Evaluation latency of the trained model (merged when possible) over the unadapted base model's."""
     merged = False
+    extra: dict[str, Any] = {}
     if variant.mergeable:
+        before = _logits(model, batches, autocast)
         variant.merge(model)
         merged = True
+        # Merging must keep the function: the record says by how much the logits moved.
+        extra["inference/merge_max_abs_logit_diff"] = max(
+            float((a - b).abs().max()) for a, b in zip(before, _logits(model, batches, autocast)))
     try:
         latency, base_latency = paired_latency([model, base_model], batches, device, autocast)
     finally:
         if merged:
             variant.unmerge(model)
     return {"inference/latency_ratio": latency / base_latency, "inference/merged": merged,
-            "inference/base_latency_s": base_latency, "inference/latency_s": latency}
+            "inference/base_latency_s": base_latency, "inference/latency_s": latency, **extra}
+
+
+def _logits(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], autocast: Any) -> list[torch.Tensor]:
+    model.eval()
+    with torch.inference_mode(), autocast():
+        return [model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in batches]
 
 
 def _save_checkpoint(variant: Variant, model: torch.nn.Module, out_dir: Path, run_id: str) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in variant.adapter_state_dict(model).items()}
-    path = out_dir / "checkpoints" / f"{run_id}.safetensors"
+    path = checkpoint_path(out_dir, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"variant": variant.name, "run_id": run_id})
@@ -245,7 +281,8 @@ def _error(exc: BaseException) -> dict[str, str]:
 _ENVIRONMENT: dict[str, Any] | None = None
 
 
-def environment() -> dict[str, Any]:
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Versions, device and the project's git commit; ``device`` (e.g. "cuda:1") picks the GPU named."""
     global _ENVIRONMENT
     if _ENVIRONMENT is None:
         import transformers
@@ -261,10 +298,12 @@ def environment() -> dict[str, Any]:
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft_version,
             "adapterbench": adapterbench.__version__, "platform": platform.platform(),
-            "device_name": torch.cuda.get_device_name(0) if cuda else cpu_name(),
+            "device_name": cpu_name(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.version.cuda if cuda else None,
             "git_commit": commit, "git_dirty": dirty, "argv": sys.argv[1:],
         }
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        return {**_ENVIRONMENT, "device_name": torch.cuda.get_device_name(torch.device(device))}
     return _ENVIRONMENT
 
 

@@ -8,6 +8,7 @@ its default learning rate; ``--set`` overrides anything. Keys that belong to a v
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -52,7 +53,7 @@ class TrainSettings:
                 raise UserError(f"{key}={value} is not allowed; it must be a positive integer or omitted")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise UserError(f"precision={self.precision!r} is not allowed; choose auto, fp32 or bf16")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
             raise UserError(f"device={self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
 
     def as_dict(self) -> dict[str, Any]:
@@ -138,6 +139,8 @@ def check_overrides(overrides: dict[str, Any], variant_keys: dict[str, list[str]
         scope, dot, bare = key.rpartition(".")
         if dot:
             if scope not in variant_keys:
+                if known_variant(scope):
+                    continue  # meant for a variant this run does not include (a shared matrix file)
                 raise UserError(f"--set {key}: {scope!r} is not a variant of this run "
                                 f"({', '.join(variant_keys)})")
             if bare not in variant_keys[scope] and bare not in TRAIN_KEYS:
@@ -147,6 +150,18 @@ def check_overrides(overrides: dict[str, Any], variant_keys: dict[str, list[str]
         elif key not in TRAIN_KEYS and not any(key in keys for keys in variant_keys.values()):
             allowed = sorted(set(TRAIN_KEYS).union(*map(set, variant_keys.values())))
             raise UserError(f"--set {key}: unknown setting; allowed: {', '.join(allowed)}")
+
+
+def known_variant(name: str) -> bool:
+    from adapterbench.variants import VARIANTS
+
+    return name in VARIANTS
+
+
+def applicable_overrides(overrides: dict[str, Any], variant_name: str, variant_keys: list[str]) -> dict[str, Any]:
+    """The overrides that change a run of ``variant_name``, scope removed: what identifies the run."""
+    train, variant = split_overrides(overrides, variant_name, variant_keys)
+    return {**train, **variant}
 
 
 def resolve_settings(profile: str, train_overrides: dict[str, Any]) -> TrainSettings:

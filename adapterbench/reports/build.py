@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +199,9 @@ def build_report(found: list[tuple[Path, Record]], out: Path, sources: Sequence[
                 continue  # one heatmap per configuration, not per evaluation point
             ranks = charts.mean_rank_map(row.records)
             # LoRA records its ranks too, all equal to r: a heatmap only says something when the ranks were
-            # allocated (AdaLoRA) or differ between matrices.
-            if not ranks or (len(set(ranks.values())) < 2 and row.config.variant != "adalora"):
+            # allocated (the record carries a budget schedule, as AdaLoRA's does) or differ between matrices.
+            allocated = any("budget" in (r.get("variant_info") or {}) for r in row.records)
+            if not ranks or (len(set(ranks.values())) < 2 and not allocated):
                 continue
             name = f"{stem}-ranks-{_slug(row.label.split('@')[0])}.png"
             title = (f"{row.label.split('@')[0]}: final rank per layer and module\n({key.task}, "
@@ -223,7 +224,7 @@ def build_report(found: list[tuple[Path, Record]], out: Path, sources: Sequence[
     if collection.older:
         notes.append(f"{len(collection.older)} older record(s) of the same runs (same run id, earlier "
                      "created_at) were found; tables use the newest record of each run, trend charts use all.")
-    return Report(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), list(sources), collection,
+    return Report(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), list(sources), collection,
                   task_sections, summarize(collection, sources), notes)
 
 

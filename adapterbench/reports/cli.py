@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from adapterbench.errors import UserError
@@ -45,7 +45,7 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
 def report_command(args: argparse.Namespace) -> int:
     from adapterbench.reports.build import write_report
 
-    out = Path(args.out) if args.out else Path("reports") / datetime.now(timezone.utc).strftime("report-%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("reports") / datetime.now(UTC).strftime("report-%Y%m%d-%H%M%S")
     report = write_report(args.results or [DEFAULT_RESULTS], out, tasks=_names(args.task),
                           variants=_names(args.variant), models=_names(args.model), force=args.force)
     groups = sum(len(t.groups) for t in report.tasks)
@@ -89,23 +89,3 @@ def compare_command(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
     return 1 if comparison.regressions else 0
-
-
-def _standalone(argv: list[str] | None = None) -> int:
-    """``python -m adapterbench.reports.cli report|compare ...`` until the main CLI wires these in."""
-    parser = argparse.ArgumentParser(prog="python -m adapterbench.reports.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    configure_report_parser(sub.add_parser("report", help="write a report folder")).set_defaults(
-        func=report_command)
-    configure_compare_parser(sub.add_parser("compare", help="check CURRENT against BASELINE")).set_defaults(
-        func=compare_command)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_standalone())

@@ -17,18 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from adapterbench.errors import UserError
 from adapterbench.harness.records import iter_records
 
-BAD_STATUSES = ("failed", "oom", "diverged")
 # Resolved loop settings that change the numbers (the rest, e.g. checkpoint saving, only changes bookkeeping).
 IDENTITY_TRAINING_KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup_ratio", "weight_decay",
                           "max_grad_norm", "max_train_samples", "max_eval_samples", "max_steps", "precision",
-                          "device")
+                          "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches")
 
 Record = dict[str, Any]
 
@@ -67,10 +66,10 @@ def created_at(record: Record) -> datetime | None:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass

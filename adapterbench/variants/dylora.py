@@ -221,9 +221,10 @@ class DyLoRA(Variant):
     def on_train_start(self, state: TrainState) -> None:
         seed = self.config.seed
         if seed < 0:
-            # One draw from the harness-seeded global RNG: reproducible per run seed, and the private generator
-            # keeps rank sampling from shifting dropout or data order relative to other variants.
-            seed = int(torch.randint(0, 2**62, (1,)).item())
+            # Derived from the harness-seeded global RNG without drawing from it (a draw would shift the dropout
+            # stream relative to other variants): reproducible per run seed; the private generator then keeps
+            # rank sampling off the global stream.
+            seed = torch.initial_seed() % 2**62
         self._generator = torch.Generator().manual_seed(seed)
 
     def on_step_start(self, state: TrainState) -> None:

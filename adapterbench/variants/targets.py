@@ -41,9 +41,11 @@ _BERT_LIKE = {
 ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("bert", ("bert",), r".*\.encoder\.layer\.\d+$", _BERT_LIKE),
     ArchSpec("roberta", ("roberta", "xlm-roberta", "camembert"), r".*\.encoder\.layer\.\d+$", _BERT_LIKE),
-    ArchSpec("deberta-v2", ("deberta-v2", "deberta"), r".*\.encoder\.layer\.\d+$", {
+    # DeBERTa v1 ("deberta") fuses q, k, v into one in_proj with bare q/v biases: not mapped, so users name
+    # its modules explicitly rather than get a silently different adapter placement.
+    ArchSpec("deberta-v2", ("deberta-v2",), r".*\.encoder\.layer\.\d+$", {
         **_BERT_LIKE,
-        "query": ("attention.self.query_proj", "attention.self.in_proj"),
+        "query": ("attention.self.query_proj",),
         "key": ("attention.self.key_proj",),
         "value": ("attention.self.value_proj",),
     }),
