@@ -16,16 +16,6 @@ from adapterbench.variants.bitfit import BitFit, BitFitConfig, parse_bias_kinds
 WITH_BIASES = [a for a in TINY_ARCHITECTURES if a != "llama"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers wait for
-    descheduled threads (10-20x slower steps); restore the setting for the modules that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def bitfit(kinds: str = "all") -> BitFit:
     return BitFit(BitFitConfig(bias_kinds=kinds))
 

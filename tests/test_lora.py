@@ -29,16 +29,6 @@ from adapterbench.variants.targets import find_targets
 ATOL = 1e-5  # float32 logits of tiny models: differences from summation order are ~1e-7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers wait for
-    descheduled threads (10-20x slower steps); restore the setting for the modules that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def lora(**overrides) -> LoRA:
     return LoRA(LoRAConfig(**overrides))
 

@@ -19,16 +19,6 @@ from adapterbench.variants.loraplus import LoRAPlus, LoRAPlusConfig, loraplus_gr
 LR, WD = 1e-3, 0.01
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's barriers wait for
-    descheduled threads (10-20x slower steps); restore the setting for the modules that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def group_signature(groups: list[dict], role_of) -> list[tuple]:
     """Each non-empty group as (lr, weight decay, sorted (role, shape) of its tensors), sorted."""
     return sorted(
