@@ -75,3 +75,58 @@ def tiny_batch(batch_size: int = 2, seq_len: int = 8, seed: int = 0) -> dict[str
     attention_mask[-1, seq_len // 2:] = 0
     input_ids[-1, seq_len // 2:] = PAD_ID
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def toy_examples(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` encoded examples of random token ids (lengths 3..8) with alternating labels 0/1."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 9, (n,), generator=g)
+    return [{"input_ids": torch.randint(1000, 1100, (int(k),), generator=g).tolist(), "labels": i % 2}
+            for i, k in enumerate(lengths)]
+
+
+def toy_task() -> Any:
+    """A two-class task spec for :func:`toy_examples` (no files: the examples are made in memory)."""
+    from adapterbench.tasks.spec import TaskSpec
+
+    return TaskSpec(name="toy", version="1", kind="classification", text_fields=("sentence",),
+                    label_field="label", labels=("0", "1"), metrics=("accuracy",), primary_metric="accuracy")
+
+
+def train_tiny(variant: Any, model: Any, total_steps: int, lr: float = 1e-2, after_step: Any = None) -> Any:
+    """Train an applied ``variant`` for ``total_steps`` steps through the real harness loop on toy data.
+
+    Returns the loop's final ``TrainState`` (loss, log, step), so tests of a variant exercise its hooks in the
+    order the harness calls them rather than a copy of that order. ``after_step(t)`` runs after the variant's
+    ``on_optimizer_step`` of step ``t`` (1-based). The model is left in eval mode.
+    """
+    from adapterbench.harness.loop import train_and_evaluate
+    from adapterbench.harness.settings import TrainSettings
+
+    captured: dict[str, Any] = {}
+    on_train_end, on_optimizer_step = variant.on_train_end, variant.on_optimizer_step
+
+    def capture(state: Any) -> None:
+        captured["state"] = state
+        on_train_end(state)
+
+    def observed(state: Any) -> None:
+        on_optimizer_step(state)
+        after_step(state.step + 1)  # the loop counts the step after this hook
+
+    variant.on_train_end = capture
+    if after_step is not None:
+        variant.on_optimizer_step = observed
+    settings = TrainSettings(epochs=1, batch_size=2, eval_batch_size=4, max_length=16, warmup_ratio=0.0,
+                             weight_decay=0.0, warmup_steps_excluded=0)
+    torch.manual_seed(0)
+    try:
+        train_and_evaluate(model, variant, toy_task(), toy_examples(2 * total_steps),
+                           {"validation": toy_examples(4, seed=1)}, settings, lr=lr, seed=0,
+                           device=torch.device("cpu"), precision="fp32", pad_token_id=PAD_ID)
+    finally:
+        del variant.on_train_end  # back to the class's methods
+        if after_step is not None:
+            del variant.on_optimizer_step
+    model.eval()
+    return captured["state"]

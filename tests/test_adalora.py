@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adapterbench.errors import UserError
-from adapterbench.testing import TINY_ARCHITECTURES, tiny_batch, tiny_model
+from adapterbench.testing import TINY_ARCHITECTURES, tiny_batch, tiny_model, train_tiny
 from adapterbench.variants import VARIANTS
 from adapterbench.variants import adalora_allocation as alloc
 from adapterbench.variants.adalora import BUDGET_LOG_KEY, AdaLoRA, AdaLoRAConfig, SVDLinear, svd_delta
@@ -125,33 +125,6 @@ def test_forward_formula_and_merge_roundtrip():
 # ---- the variant --------------------------------------------------------------------------------------------
 
 
-def _train(variant: AdaLoRA, model, total_steps: int, lr: float = 1e-2, seed: int = 0) -> TrainState:
-    """The harness's order of hooks, on a fixed tiny batch."""
-    torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(variant.param_groups(model, lr, 0.0))
-    state = TrainState(model=model, optimizer=optimizer, step=0, total_steps=total_steps)
-    variant.on_train_start(state)
-    batch = tiny_batch()
-    labels = torch.tensor([0, 1])
-    model.train()
-    for step in range(total_steps):
-        state.step = step
-        variant.on_step_start(state)
-        loss = model(**batch, labels=labels).loss
-        extra = variant.extra_loss(state)
-        if extra is not None:
-            loss = loss + extra
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        variant.on_optimizer_step(state)
-        optimizer.zero_grad()
-        state.loss = loss.detach()
-    variant.on_train_end(state)
-    model.eval()
-    return state
-
-
 def test_registry_resolves_adalora():
     assert VARIANTS.get("adalora") is AdaLoRA
     assert AdaLoRA.name == "adalora" and AdaLoRA.mergeable
@@ -166,7 +139,7 @@ def test_runs_on_every_tiny_architecture(arch):
     variant.apply(model, None)
     assert len(variant.layers) == 4  # query and value of 2 blocks
     assert all(p.requires_grad for p in head_parameters(model))
-    state = _train(variant, model, total_steps=8)
+    state = train_tiny(variant, model, total_steps=8)
     assert math.isfinite(state.loss.item())
     described = variant.describe(model)
     ranks = described["ranks"]
@@ -186,7 +159,7 @@ def test_budget_history_and_log_during_decrease():
     model = tiny_model("bert")
     variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, t_init=0.2, t_final=0.2, delta_t=1))
     variant.apply(model, None)
-    _train(variant, model, total_steps=10)
+    train_tiny(variant, model, total_steps=10)
     history = variant.describe(model)["budget"]
     steps = [s for s, _ in history]
     budgets = [b for _, b in history]
@@ -202,7 +175,7 @@ def test_merge_keeps_logits():
     model = tiny_model("roberta")
     variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, t_init=1, t_final=1))
     variant.apply(model, None)
-    _train(variant, model, total_steps=4)
+    train_tiny(variant, model, total_steps=4)
     batch = tiny_batch()
     with torch.no_grad():
         before = model(**batch).logits

@@ -16,19 +16,10 @@ import torch
 
 from adapterbench.harness.loop import Diverged, train_and_evaluate
 from adapterbench.harness.settings import TrainSettings
-from adapterbench.tasks.spec import TaskSpec
-from adapterbench.testing import tiny_model
+from adapterbench.testing import tiny_model, toy_examples, toy_task
 from adapterbench.variants.base import Variant, VariantConfig, freeze_all_but_head
 
-TASK = TaskSpec(name="toy", version="1", kind="classification", text_fields=("sentence",), label_field="label",
-                labels=("0", "1"), metrics=("accuracy",), primary_metric="accuracy")
-
-
-def toy_examples(n: int, seed: int = 0) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(3, 9, (n,), generator=g)
-    return [{"input_ids": torch.randint(1000, 1100, (int(k),), generator=g).tolist(), "labels": i % 2}
-            for i, k in enumerate(lengths)]
+TASK = toy_task()
 
 
 @dataclass

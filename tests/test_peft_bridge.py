@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adapterbench.errors import UserError
-from adapterbench.testing import tiny_batch, tiny_model
+from adapterbench.testing import tiny_batch, tiny_model, train_tiny
 from adapterbench.variants import VARIANTS
 from adapterbench.variants.base import TrainState, Variant, build_config, head_parameters
 from adapterbench.variants.peft_bridge import _can_merge, peft_methods, peft_variant, resolve_targets
@@ -24,36 +24,6 @@ LABELS = torch.tensor([0, 1])
 
 def _trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _train(variant: Variant, model, total_steps: int, after_step=None, lr: float = 1e-2) -> TrainState:
-    """The harness's order of hooks on a fixed tiny batch; ``after_step(t)`` runs after each allocation."""
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(variant.param_groups(model, lr, 0.0))
-    state = TrainState(model=model, optimizer=optimizer, step=0, total_steps=total_steps)
-    variant.on_train_start(state)
-    model.train()
-    batch = tiny_batch()
-    for step in range(total_steps):
-        state.step = step
-        variant.on_step_start(state)
-        loss = model(**batch, labels=LABELS).loss
-        extra = variant.extra_loss(state)
-        if extra is not None:
-            loss = loss + extra
-        loss.backward()
-        optimizer.step()
-        variant.on_optimizer_step(state)
-        if after_step is not None:
-            after_step(step + 1)
-        optimizer.zero_grad(set_to_none=True)
-        state.loss = loss.detach()
-    variant.on_train_end(state)
-    model.eval()
-    return state
-
-
-# ---- the family and its configs ------------------------------------------------------------------------------
 
 
 def test_registry_family_builds_one_class_per_method():
@@ -190,7 +160,7 @@ def test_adalora_allocates_through_the_hooks():
         zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if "lora_E" in n)
         masked_per_step[t] = (zeros, variant.peft_config.rank_pattern is not None)
 
-    state = _train(variant, model, total_steps=8, after_step=after_step)
+    state = train_tiny(variant, model, total_steps=8, after_step=after_step)
     assert math.isfinite(state.loss.item())
     assert variant.peft_config.total_step == 8  # set by on_train_start
     assert masked_per_step[1] == (0, False) and masked_per_step[2] == (0, False)  # warm-up: nothing masked
@@ -237,7 +207,7 @@ def test_ia3_runs_with_feedforward_defaults(arch):
     assert set(variant.target_names) == targets
     ia3 = {n: p.detach().clone() for n, p in model.named_parameters() if "ia3_l" in n}
     assert ia3 and all(torch.all(p == 1) for p in ia3.values())  # identity at init
-    state = _train(variant, model, total_steps=3)
+    state = train_tiny(variant, model, total_steps=3)
     assert math.isfinite(state.loss.item())
     changed = [n for n, p in model.named_parameters() if n in ia3 and not torch.equal(p, ia3[n])]
     assert changed, "IA3 vectors were not trained"

@@ -156,7 +156,8 @@ def summary_line(record: dict[str, Any]) -> str:
     if points:
         key = f"{primary.get('split')}/{primary.get('name')}"
         metric += " (" + ", ".join(f"@{p['point']}:{_fmt(p.get(key))}" for p in points) + ")"
-    return (f"ok: {metric} | trainable {_count(m.get('params/trainable_adapter'))} adapter + "
+    # "outside the head": the adapter for PEFT variants, the whole backbone for full fine-tuning
+    return (f"ok: {metric} | trainable {_count(m.get('params/trainable_adapter'))} + "
             f"{_count(m.get('params/trainable_head'))} head ({_fmt(m.get('params/trainable_percent'), 2)}%) | "
             f"peak {_bytes(m.get('memory/peak_bytes'))} | {_fmt(m.get('throughput/train_samples_per_s'), 1)} "
             f"samples/s | {_fmt(m.get('time/wall_s'), 0)} s")

@@ -24,7 +24,8 @@ This module is the schema's one documentation. Schema version 1::
                     ``points`` holds one entry per ``variant.eval_points()`` (DyLoRA: one per rank); a variant
                     evaluated only as trained has a single entry with ``point`` null, equal to ``final``.
     measurements    flat, namespaced keys whose names carry their unit:
-                    params/total, params/trainable, params/trainable_adapter, params/trainable_head,
+                    params/total, params/trainable, params/trainable_adapter (trainable outside the task
+                    head: the adapter, or the whole backbone for full fine-tuning), params/trainable_head,
                     params/new, params/trainable_percent
                     memory/peak_bytes (headline: CUDA peak allocated, or CPU peak RSS, during training minus
                     what was in use before it), memory/peak_basis ("cuda_allocated" | "cpu_rss"),
