@@ -1,4 +1,4 @@
-"""The ``bench`` command line: ``run``, ``list``, ``report`` and ``compare``.
+"""The ``bench`` command line: ``run``, ``list``, ``report``, ``compare`` and ``export``.
 
 Bad input ends with one line on standard error naming the bad value and what is allowed, and exit status 2;
 no traceback. ``bench run`` exits 1 when any run of the matrix did not end ``ok``.
@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from adapterbench.reports.cli import (
         compare_command,
         configure_compare_parser,
+        configure_export_parser,
         configure_report_parser,
+        export_command,
         report_command,
     )
 
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare CURRENT records with BASELINE records; exit 1 on regression")
     configure_compare_parser(compare)
     compare.set_defaults(handler=compare_command)
+    export = sub.add_parser("export", help="write run records as CSV or Parquet tables (runs, points, history)")
+    configure_export_parser(export)
+    export.set_defaults(handler=export_command)
     return parser
 
 
