@@ -66,6 +66,32 @@ class ModelPart(TypedDict, total=False):
     model_type: str | None
 
 
+class TrainingPart(TypedDict, total=False):
+    """The resolved loop settings (:class:`adapterbench.harness.settings.TrainSettings`) and what the run counted."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    max_length: int
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    max_train_samples: int | None
+    max_eval_samples: int | None
+    max_steps: int | None
+    warmup_steps_excluded: int
+    precision: str  # "fp32" | "bf16"
+    device: str  # "cpu" | "cuda" | "cuda:N"
+    save_checkpoint: bool
+    latency_batches: int
+    steps_per_epoch: int
+    total_steps: int
+    train_examples: int
+    eval_examples: dict[str, int]  # per split
+    overrides: dict[str, Any]  # as given by --set
+
+
 class PrimaryMetric(TypedDict, total=False):
     name: str
     split: str
@@ -151,7 +177,7 @@ class Record(TypedDict, total=False):
     model: ModelPart
     seed: int
     profile: str  # "smoke" | "quick" | "standard" | ...
-    training: dict[str, Any]  # resolved loop settings, step counts, examples per split, --set overrides
+    training: TrainingPart
     metrics: Metrics
     measurements: dict[str, Any]  # keys of MEASURES (others are kept and read as numbers or text)
     history: list[dict[str, Any]]  # per epoch: epoch, step, train_loss, time_s, "<split>/<metric>", variant scalars

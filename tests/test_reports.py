@@ -440,3 +440,19 @@ def test_a_new_kind_of_evaluation_point_is_labelled_and_charted_as_declared(mixe
     assert charts["points.png"].title == "sst2: metric at each fraction of weights kept"
     assert table.points_axis == "fraction of weights kept" and table.points_scale == "linear"
     assert not [r.label for r in table.rows if "r=" in r.label]
+
+
+def test_a_points_own_measurement_wins_over_its_runs(mixed, tmp_path):
+    # Schema v2: each evaluation point may carry params/deployed_adapter (DyLoRA: the adapter kept at rank b).
+    def deployed(r):
+        if r["variant"]["name"] != "dylora":
+            return False
+        r["measurements"]["params/deployed_adapter"] = 999
+        for p in r["metrics"]["points"]:
+            p["params/deployed_adapter"] = 100 * p["point"]
+
+    table = table_of(copy_records(mixed, tmp_path / "deployed", deployed))
+    assert [(r.point, r.mean("params/deployed_adapter")) for r in table.rows] == [(1, 100), (2, 200), (3, 300),
+                                                                                (4, 400)]
+    headers, _ = table_cells(table)
+    assert "deployed adapter params ↓" in headers

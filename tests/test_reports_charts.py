@@ -150,7 +150,7 @@ def test_points_chart_needs_several_points(mixed, tmp_path):
 
 
 def _row(label: str, point, point_label: str = "") -> Row:
-    return Row(ConfigId(label.split("@")[0], "{}"), point, point_label, label, ["run"], [0],
+    return Row(ConfigId(label.split("@")[0], "{}"), point, json.dumps(point), point_label, label, ["run"], [0],
                {"primary": Stat(0.9, None, 1), "params/trainable": Stat(100.0, None, 1)})
 
 

@@ -60,6 +60,7 @@ class Column:
 class Row:
     config: ConfigId
     point: Any
+    point_key: str  # canonical JSON of the point: what pairs rows of two sides in bench compare
     point_label: str
     label: str
     run_ids: list[str]
@@ -130,8 +131,8 @@ def aggregate_group(points: pd.DataFrame, runs: pd.DataFrame) -> GroupTable:
     for (variant, config, point_key), m in meta.iterrows():
         cid = ConfigId(str(variant), str(config))
         point = None if _missing(m["point"]) else m["point"]
-        row = Row(cid, point, m["point_label"], labels[cid] + (f"@{m['point_label']}" if point is not None else ""),
-                  m["run_ids"], m["seeds"])
+        row = Row(cid, point, str(point_key), m["point_label"],
+                  labels[cid] + (f"@{m['point_label']}" if point is not None else ""), m["run_ids"], m["seeds"])
         s = by_cell[(variant, config, point_key)]
         row.stats = {key: _stat(s[(col, "mean")], s[(col, "std")], s[(col, "count")]) for key, col in values.items()}
         rows.append((row, m["point_order"]))

@@ -150,9 +150,7 @@ def _rows_by_point(side: Side) -> dict[str, Row]:
         return {}
     points = side.collection.ok_points
     points = points[points["run_id"].isin([r.run_id for r in side.ok])]
-    table = aggregate_group(points, side.collection.ok)
-    keys = points.drop_duplicates("point_label").set_index("point_label")["point_key"]
-    return {str(keys[row.point_label]): row for row in table.rows}
+    return {row.point_key: row for row in aggregate_group(points, side.collection.ok).rows}
 
 
 def _failure_details(task: str, label: str, side: Side, where: str, details: list[str]) -> list[str]:

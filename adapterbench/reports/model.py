@@ -153,7 +153,7 @@ def _date_range(runs: pd.DataFrame) -> str:
 
 def summarize(collection: Collection, sources: Sequence[str]) -> dict[str, str]:
     runs = collection.latest
-    tasks = sorted({f"{t} (v{v})" for t, v in zip(runs["task"], runs["task_version"])})
+    tasks = sorted({f"{t} (v{v})" for t, v in zip(runs["task"], runs["task_version"].fillna("?"))})
     shas = runs.assign(sha=runs["weights_sha256"].fillna("?").str[:12]).groupby("model")["sha"].unique()
     models = [f"{name} (weights sha256 {', '.join(sorted(s))})" for name, s in sorted(shas.items())]
     statuses = runs["status"].value_counts()
