@@ -23,6 +23,7 @@ from adapterbench.errors import UserError
 from adapterbench.harness.records import (
     checkpoint_path,
     existing_status,
+    predictions_path,
     read_record,
     record_path,
     supersede,
@@ -33,6 +34,7 @@ from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.models import resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.data import load_examples
+from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
 
 
@@ -41,8 +43,9 @@ def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, 
     variant_keys = {v: VARIANTS.get(v).config_keys() for v in variants}
     check_overrides(overrides, variant_keys)  # every override must land somewhere in this run
     applicable = {v: applicable_overrides(overrides, v, variant_keys[v]) for v in variants}
+    fingerprints = {t: data_identity(get_task(t), data_dir)["fingerprint"] for t in tasks}
     return [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=applicable[v],
-                    data_dir=data_dir, out_dir=out_dir)
+                    data_dir=data_dir, out_dir=out_dir, data_fingerprint=fingerprints[t])
             for t in tasks for v in variants for s in seeds]
 
 
@@ -94,6 +97,7 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
         previous = supersede(path)  # kept, never overwritten
         if previous is not None:
             supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
+            supersede(predictions_path(out_dir, spec.run_id))  # and its predictions
             print(f"  previous record moved to {previous}", file=stream, flush=True)
         record = _run_isolated(spec, path) if isolate else _run_here(spec, path)
         print("  " + summary_line(record), file=stream, flush=True)
