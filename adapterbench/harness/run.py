@@ -45,6 +45,7 @@ from adapterbench.variants.base import Variant, build_config
 from adapterbench.variants.targets import arch_for
 
 SUBSET_SEED = 0  # every variant and seed sees the same training subset; seeds vary init and order
+HOLDOUT_SPLIT = "train_holdout"  # the evaluated split of a run with holdout_samples (a sweep's trial)
 
 
 @dataclass
@@ -69,14 +70,48 @@ class RunSpec:
                            data=self.data_fingerprint)
 
 
-def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
-    """The variant instance and loop settings of ``spec``; raises :class:`UserError` on bad settings."""
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A run with every name and default resolved, once: what preflight checks, the record states and the run
+    uses. Building it raises :class:`UserError` for any bad setting, before anything trains."""
+
+    spec: RunSpec
+    variant_cls: type[Variant]
+    variant_overrides: dict[str, Any]
+    origin: str
+    settings: TrainSettings
+    lr: float
+    device: torch.device
+    precision: str
+    task: TaskSpec
+    model: ModelRef
+
+    def new_variant(self) -> Variant:
+        """A fresh variant instance (variants hold per-run state, so each run builds its own)."""
+        return self.variant_cls(build_config(self.variant_cls, dict(self.variant_overrides)))
+
+    @property
+    def loop_task(self) -> TaskSpec:
+        """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one."""
+        return self.task.derive(eval_splits=(HOLDOUT_SPLIT,)) if self.settings.holdout_samples else self.task
+
+
+def resolve(spec: RunSpec) -> ResolvedRun:
     entry = VARIANTS.entry(spec.variant)
     variant_cls = entry.load()
     train_over, variant_over = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
-    variant = variant_cls(build_config(variant_cls, variant_over))
+    build_config(variant_cls, variant_over)  # unknown keys raise here
     settings = resolve_settings(spec.profile, train_over)
-    return variant_cls, variant, settings, entry.origin
+    device, precision = select_device(settings)
+    return ResolvedRun(spec=spec, variant_cls=variant_cls, variant_overrides=variant_over, origin=entry.origin,
+                       settings=settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings),
+                       device=device, precision=precision, task=get_task(spec.task), model=resolve_model(spec.model))
+
+
+def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
+    """The variant instance and loop settings of ``spec`` (kept for callers that need only these)."""
+    run = resolve(spec)
+    return run.variant_cls, run.new_variant(), run.settings, run.origin
 
 
 def select_device(settings: TrainSettings) -> tuple[torch.device, str]:
@@ -146,21 +181,21 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
                               "model": {"name": spec.model}, "training": {"overrides": spec.overrides},
                               "data": {"fingerprint": spec.data_fingerprint}, "tags": spec.tags}
     try:
-        variant_cls, variant, settings, origin = prepare_variant(spec)
-        record["variant"] = {"name": spec.variant, "origin": origin, "config": asdict(variant.config),
-                             "mergeable": variant_cls.mergeable}
-        device, precision = select_device(settings)
-        lr = resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings)
-        record["training"] = {**settings.as_dict(), "lr": lr, "precision": precision, "device": str(device),
-                              "overrides": spec.overrides}
-        task = get_task(spec.task)
-        record["task"] = task_summary(evaluated_task(task, settings))
-        record["data"] = data_identity(task, spec.data_dir)
-        ref = resolve_model(spec.model)
-        record["model"] = {"name": ref.name, "path": ref.path, "weights_sha256": ref.weights_sha256}
+        describe_run(record, resolve(spec))
     except UserError:
         pass  # the run itself raises it again and records the message
     return record
+
+
+def describe_run(record: dict[str, Any], run: ResolvedRun) -> None:
+    """The record's variant, training, task, data and model sections, from the resolved run."""
+    record["variant"] = {"name": run.spec.variant, "origin": run.origin, "config": asdict(run.new_variant().config),
+                         "mergeable": run.variant_cls.mergeable}
+    record["training"] = {**run.settings.as_dict(), "lr": run.lr, "precision": run.precision,
+                          "device": str(run.device), "overrides": run.spec.overrides}
+    record["task"] = task_summary(run.loop_task)
+    record["data"] = data_identity(run.task, run.spec.data_dir)
+    record["model"] = {"name": run.model.name, "path": run.model.path, "weights_sha256": run.model.weights_sha256}
 
 
 def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
@@ -168,7 +203,7 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     wall_start = time.perf_counter()
     record = base_record(spec)
     try:
-        _run(spec, record, progress)
+        _run(resolve(spec), record, progress)
         record["status"] = "ok"
     except Diverged as exc:
         record.update(status="diverged", error=_error(exc))
@@ -183,20 +218,11 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     return record
 
 
-def evaluated_task(task: TaskSpec, settings: TrainSettings) -> TaskSpec:
-    """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one."""
-    return task.derive(eval_splits=(HOLDOUT_SPLIT,)) if settings.holdout_samples else task
 
 
-HOLDOUT_SPLIT = "train_holdout"
-
-
-def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
-    variant_cls, variant, settings, _ = prepare_variant(spec)
-    task = get_task(spec.task)
-    device, precision = select_device(settings)
-    lr = resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings)
-    ref = resolve_model(spec.model)
+def _run(run: ResolvedRun, record: dict[str, Any], progress: Any) -> None:
+    spec, settings, task, device, precision, ref = run.spec, run.settings, run.task, run.device, run.precision, run.model
+    variant = run.new_variant()
 
     seed_everything(spec.seed)
     tokenizer = load_tokenizer(ref)
@@ -213,7 +239,7 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
             examples = encode_split(task, split, tokenizer, settings.max_length, data_dir)
             eval_ids[split] = subset_ids(len(examples), settings.max_eval_samples)
             evals[split] = [examples[i] for i in eval_ids[split]]
-    loop_task = evaluated_task(task, settings)
+    loop_task = run.loop_task
     record["training"].update(train_examples=len(train), eval_examples={k: len(v) for k, v in evals.items()})
 
     model, missing = _load(ref, task, tokenizer, device)
@@ -227,7 +253,7 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
     measurements = record.setdefault("measurements", {})
     measurements.update(count_parameters(model, original_ids, set(missing)))
 
-    result = train_and_evaluate(model, variant, loop_task, train, evals, settings, lr, spec.seed, device,
+    result = train_and_evaluate(model, variant, loop_task, train, evals, settings, run.lr, spec.seed, device,
                                 precision, tokenizer.pad_token_id, progress)
     measurements.update(result.measurements)
     record["training"].update(total_steps=result.total_steps, steps_per_epoch=result.steps_per_epoch)
