@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "profile, set); command-line options override its values")
     run.add_argument("--force", action="store_true", help="rerun runs whose record is already ok "
                      "(the old record is moved to superseded/)")
+    run.add_argument("--log-to", dest="log_to", default=None,
+                     help="also log each run to an experiment tracker: mlflow (pip install \"adapterbench[mlflow]\")")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
     run.set_defaults(handler=_cmd_run)
@@ -160,6 +162,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     profile = args.profile or matrix.get("profile") or "quick"
     out = args.out or matrix.get("out") or "results"
     specs = expand(variants, tasks, seeds, model, profile, overrides, data_dir, out)
+    if args.log_to:
+        from dataclasses import replace
+
+        from adapterbench.harness.trackers import check_trackers
+
+        check_trackers(_split(args.log_to))
+        specs = [replace(spec, trackers=_split(args.log_to)) for spec in specs]
     preflight(specs)
     return run_matrix(specs, force=args.force, isolate=not args.in_process)
 
