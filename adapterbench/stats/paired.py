@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from adapterbench.stats.intervals import N_RESAMPLES, Interval, bootstrap
+from adapterbench.stats.intervals import N_RESAMPLES, Interval, bootstrap, default_method
 from adapterbench.stats.metrics import Metric
 
 TESTS = ("auto", "permutation", "mcnemar")
@@ -142,7 +142,9 @@ def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = 
         null = sign_flip_null(metric, cols_a, cols_b, n_resamples, generator)
         p2, p_less, p_greater = _p_values(null, difference)
     found = None
-    if interval:
+    if interval and identical:
+        found = Interval(0.0, 0.0, level, "identical predictions")
+    elif interval:
         flat = [c for ca, cb in zip(cols_a, cols_b) for c in (*ca, *cb)]
 
         def statistic(*cols: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -151,7 +153,7 @@ def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = 
                             - metric.statistic(*cols[i + n_cols:i + step], axis=axis)
                             for i in range(0, len(cols), step)], axis=0)
 
-        method = "BCa" if metric.vectorised else "percentile"
+        method = default_method(metric, len(flat[0]))
         low, high, _, used = bootstrap(flat, statistic, level=level, n_resamples=n_resamples, method=method,
                                        rng=generator)
         seeds_words = f", {len(seeds)} paired seeds" if len(seeds) > 1 else ""
