@@ -95,7 +95,7 @@ class TaskAnswer:
     metric: str
     higher_is_better: bool
     best: str
-    tied: tuple[str, ...]
+    tied: tuple[str, ...]      # each of these three by rank
     worse: tuple[str, ...]
     untested: tuple[str, ...]
     pareto: tuple[str, ...]           # by increasing cost
@@ -177,10 +177,11 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
         paper = paper_delta(e.value, *v.paper) if v.paper else None
         rows.append(VariantAnswer(v.variant, e, float(ranks[i]), status, comparisons.get(i),
                                   float(adjusted[i]) if i in adjusted else None, i in pareto, dict(v.costs), paper))
+    rows.sort(key=lambda r: (r.rank, r.variant))
     by_status = {s: tuple(r.variant for r in rows if r.status == s) for s in ("tied", "worse", "untested")}
     return TaskAnswer(task.task, task.metric.name, hib, best.variant, by_status["tied"], by_status["worse"],
                       by_status["untested"], tuple(task.variants[i].variant for i in pareto),
-                      tuple(sorted(rows, key=lambda r: (r.rank, r.variant))), alpha, "holm")
+                      tuple(rows), alpha, "holm")
 
 
 def _average(tasks: Sequence[TaskRuns], runs: Sequence[VariantRuns], level: float, n_resamples: int, rng: Any

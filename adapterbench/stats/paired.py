@@ -165,20 +165,22 @@ def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = 
 
 def seed_paired_test(metric_name: str, a: Mapping[Any, float], b: Mapping[Any, float], *, level: float = 0.95
                      ) -> PairedResult | None:
-    """Paired t-test over the common seeds of per-seed values (None with fewer than two common seeds)."""
+    """Paired t-test over the common seeds of per-seed values.
+
+    None (untested) with fewer than two common seeds, or a constant nonzero difference (zero spread: the t
+    statistic is undefined, and two or three seeds that happen to agree are no evidence of a zero variance).
+    """
     seeds = sorted(set(a) & set(b), key=str)
     if len(seeds) < 2:
         return None
     x = np.array([a[s] for s in seeds], float)
     y = np.array([b[s] for s in seeds], float)
     difference = float(np.mean(x - y))
-    if np.all(x - y == x[0] - y[0]):  # a constant difference: no spread to test against
-        p = 1.0 if difference == 0 else 0.0
-        p_less = 1.0 if difference >= 0 else 0.0
-        p_greater = 1.0 if difference <= 0 else 0.0
-        found = Interval(difference, difference, level, f"constant difference over {len(seeds)} seeds")
-        return PairedResult(metric_name, difference, found, p, p_less, p_greater, "paired t over seeds", 0,
-                            tuple(seeds), difference == 0)
+    if np.all(x == y):
+        found = Interval(0.0, 0.0, level, f"equal values over {len(seeds)} seeds")
+        return PairedResult(metric_name, 0.0, found, 1.0, 1.0, 1.0, "paired t over seeds", 0, tuple(seeds), True)
+    if np.ptp(x - y) <= 1e-12 * max(1.0, abs(difference)):  # constant nonzero difference: no spread to test
+        return None
     res = sps.ttest_rel(x, y)
     ci = res.confidence_interval(level)
     p_less = float(sps.ttest_rel(x, y, alternative="less").pvalue)
