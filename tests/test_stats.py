@@ -101,7 +101,7 @@ def test_seed_interval_equals_scipy_t():
 
 @pytest.mark.parametrize("method", ["BCa", "percentile"])
 def test_example_bootstrap_equals_scipy_on_the_raw_metric(method):
-    """Our vectorised columns give scipy's interval for F1 computed by the plain task metric, resample for resample."""
+    """Our vectorised columns give scipy's interval for F1 computed by the plain task metric, draw for draw."""
     pred, ref = _classification(150, 2, 0.75, seed=4)
     _, got, _ = example_bootstrap(classification_metric("f1"), [pred], ref, n_resamples=999, method=method, rng=7)
     expected = stats.bootstrap((pred, ref), lambda p, r: task_metrics.f1(p, r), paired=True, vectorized=False,

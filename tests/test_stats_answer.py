@@ -67,7 +67,7 @@ def test_answer_on_a_case_worked_by_hand():
     assert by_name["X"].vs_best.difference == pytest.approx(0.74 - 0.80, abs=1e-12)
     assert [v.variant for v in sst2.variants] == ["A", "Y", "X", "Z"]
     assert [v.rank for v in sst2.variants] == [1.0, 2.0, 3.0, 4.0]
-    # Pareto over (deployed params, accuracy): Z (5, .30), X (10, .74), A (1000, .80); Y (2000, .79) is beaten by A.
+    # Pareto over (deployed params, accuracy): Z (5, .30), X (10, .74), A (1000, .80); A beats Y (2000, .79).
     assert sst2.pareto == ("Z", "X", "A")
     assert by_name["A"].estimate.reported == "examples" and by_name["A"].estimate.interval.low < 0.80
 

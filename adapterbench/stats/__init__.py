@@ -1,4 +1,4 @@
-"""Statistics for comparisons a reviewer accepts: intervals, paired tests, corrections, the answer, nightly checks.
+"""Statistics a reviewer accepts: intervals, paired tests, corrections, the answer, nightly checks.
 
 Pure functions on per-example predictions and per-seed values; plain dataclasses out (reports render them).
 

@@ -55,7 +55,7 @@ class VariantRuns:
     variant: str
     seed_values: Mapping[Any, float]              # primary metric per seed
     predictions: Mapping[Any, Any] | None = None  # per seed: per-example predictions on the task's references
-    costs: Mapping[str, float] = field(default_factory=dict)  # "params/deployed_adapter", "memory/peak_bytes", ...
+    costs: Mapping[str, float] = field(default_factory=dict)  # "params/deployed_adapter", "memory/peak_bytes"
     paper: tuple[float, float | None] | None = None  # (paper value, paper std) on the metric's scale
 
 
@@ -125,7 +125,8 @@ def paper_delta(measured: float, paper: float, paper_std: float | None) -> Paper
     return PaperDelta(paper, paper_std, measured, difference, z)
 
 
-def pareto_set(costs: Sequence[float | None], values: Sequence[float], higher_is_better: bool = True) -> list[int]:
+def pareto_set(costs: Sequence[float | None], values: Sequence[float], higher_is_better: bool = True
+               ) -> list[int]:
     """Indices not dominated on (lower cost, better value), sorted by cost; a missing cost is left out."""
     sign = 1.0 if higher_is_better else -1.0
     points = [(i, float(c), sign * float(v)) for i, (c, v) in enumerate(zip(costs, values)) if c is not None]
@@ -175,8 +176,9 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
         else:
             status = "tied" if adjusted[i] >= alpha else "worse"
         paper = paper_delta(e.value, *v.paper) if v.paper else None
-        rows.append(VariantAnswer(v.variant, e, float(ranks[i]), status, comparisons.get(i),
-                                  float(adjusted[i]) if i in adjusted else None, i in pareto, dict(v.costs), paper))
+        p_adjusted = float(adjusted[i]) if i in adjusted else None
+        rows.append(VariantAnswer(v.variant, e, float(ranks[i]), status, comparisons.get(i), p_adjusted,
+                                  i in pareto, dict(v.costs), paper))
     rows.sort(key=lambda r: (r.rank, r.variant))
     by_status = {s: tuple(r.variant for r in rows if r.status == s) for s in ("tied", "worse", "untested")}
     return TaskAnswer(task.task, task.metric.name, hib, best.variant, by_status["tied"], by_status["worse"],

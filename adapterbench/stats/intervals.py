@@ -4,11 +4,12 @@
   values, ``scipy.stats.t.interval``. It covers the seed-to-seed (training) randomness on this evaluation set.
 * **Examples**: a bootstrap over evaluation examples, ``scipy.stats.bootstrap(paired=True)`` on the metric's
   per-example columns (:mod:`adapterbench.stats.metrics`): each resample draws ``n`` example indices with
-  replacement and recomputes the corpus-level metric; BCa by default (Efron, 1987), percentile for metrics given
-  as plain functions and above :data:`BCA_MAX_EXAMPLES` examples (BCa's jackknife costs ``n^2`` cells, 10 s at
-  n = 10,000, and its skewness correction shrinks like ``1 / sqrt(n)``). With several seeds the statistic is the mean over seeds of the metric, and one resample
-  of example indices is shared by all seeds (the example is the unit: an example hard for one seed is hard for
-  the others). It covers the sampling of the evaluation set, for a fixed set of seeds.
+  replacement and recomputes the corpus-level metric. BCa (Efron, 1987) where its jackknife is affordable
+  (``Metric.bca`` and ``n^2 x columns`` under :data:`BCA_MAX_CELLS`, about a second), else percentile: metrics
+  given as plain functions, Spearman (ranks per resample), large sets (BCa's skewness correction shrinks like
+  ``1 / sqrt(n)`` anyway). With several seeds the statistic is the mean over seeds of the metric, and one
+  resample of example indices is shared by all seeds (the example is the unit: an example hard for one seed is
+  hard for the others). It covers the sampling of the evaluation set, for a fixed set of seeds.
 * **Reported** (:func:`estimate`): one seed -> the example bootstrap; several seeds without predictions -> the t
   interval; both available -> **the wider of the two**, named in ``Estimate.reported``, because each ignores the
   other's source of variation and the wider one is the conservative statement.
@@ -30,7 +31,7 @@ from scipy import stats as sps
 from adapterbench.stats.metrics import Metric
 
 N_RESAMPLES = 2000
-BCA_MAX_EXAMPLES = 2000
+BCA_MAX_CELLS = 40_000_000  # n^2 x columns of a BCa jackknife
 _MAX_BATCH_CELLS = 20_000_000  # resample batch x examples x columns held at once (~160 MB of int64)
 
 
@@ -39,7 +40,7 @@ class Interval:
     low: float
     high: float
     level: float  # 0.95
-    method: str   # how it was made, in words: "t over 3 seeds", "BCa bootstrap over 872 examples (2000 resamples)"
+    method: str   # in words: "t over 3 seeds", "BCa bootstrap over 872 examples (2000 resamples)"
 
     @property
     def half_width(self) -> float:
@@ -98,9 +99,10 @@ def bootstrap(columns: Sequence[np.ndarray], statistic: Callable[..., np.ndarray
     return low, high, dist, method
 
 
-def default_method(metric: Metric, n_examples: int) -> str:
-    """BCa where it is cheap (vectorised metric, at most BCA_MAX_EXAMPLES examples), else percentile."""
-    return "BCa" if metric.vectorised and n_examples <= BCA_MAX_EXAMPLES else "percentile"
+def default_method(metric: Metric, n_examples: int, n_columns: int = 1) -> str:
+    """BCa where its jackknife is affordable (module docstring), else percentile."""
+    affordable = metric.vectorised and metric.bca and n_examples * n_examples * n_columns <= BCA_MAX_CELLS
+    return "BCa" if affordable else "percentile"
 
 
 def seeds_statistic(metric: Metric, n_seeds: int, n_columns: int) -> Callable[..., np.ndarray]:
@@ -126,7 +128,7 @@ def example_bootstrap(metric: Metric, predictions: Sequence[Any], references: An
     columns = [c for cols in per_seed for c in cols]
     statistic = seeds_statistic(metric, len(per_seed), len(per_seed[0]))
     value = float(statistic(*columns))
-    method = method or default_method(metric, len(columns[0]))
+    method = method or default_method(metric, len(columns[0]), len(columns))
     low, high, dist, used = bootstrap(columns, statistic, level=level, n_resamples=n_resamples, method=method,
                                       rng=rng)
     seeds = f", mean of {len(per_seed)} seeds" if len(per_seed) > 1 else ""

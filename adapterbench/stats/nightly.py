@@ -146,7 +146,7 @@ def mcnemar_min_detectable_drop(n: int, discordance: float, alpha: float = 0.05,
     return high
 
 
-# ---- speed and memory --------------------------------------------------------------------------------------------
+# ---- speed and memory ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Band:
     median: float

@@ -125,7 +125,7 @@ def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = 
     if test == "auto":
         test = "mcnemar" if metric.correct is not None and len(seeds) == 1 else "permutation"
     if test == "mcnemar" and (metric.correct is None or len(seeds) != 1):
-        raise ValueError(f"McNemar's test needs accuracy and one seed; got {metric.name!r} with {len(seeds)} seeds")
+        raise ValueError(f"McNemar's test needs accuracy and one seed; got {metric.name!r}, {len(seeds)} seeds")
     cols_a = [metric.columns(a[s], references) for s in seeds]
     cols_b = [metric.columns(b[s], references) for s in seeds]
     n_cols = len(cols_a[0])
@@ -153,7 +153,7 @@ def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = 
                             - metric.statistic(*cols[i + n_cols:i + step], axis=axis)
                             for i in range(0, len(cols), step)], axis=0)
 
-        method = default_method(metric, len(flat[0]))
+        method = default_method(metric, len(flat[0]), len(flat))
         low, high, _, used = bootstrap(flat, statistic, level=level, n_resamples=n_resamples, method=method,
                                        rng=generator)
         seeds_words = f", {len(seeds)} paired seeds" if len(seeds) > 1 else ""
