@@ -11,17 +11,20 @@ from seqeval import metrics as seqeval_metrics
 from adapterbench.stats import (
     adjust,
     classification_metric,
+    common_examples,
     entity_metric,
     estimate,
     example_bootstrap,
     function_metric,
     holm,
     mcnemar,
+    metric_for_task,
     paired_test,
     regression_metric,
     seed_interval,
     significant,
 )
+from adapterbench.tasks import get_task
 from adapterbench.tasks import metrics as task_metrics
 from adapterbench.tasks.conll import CONLL_TAGS
 
@@ -244,3 +247,17 @@ def test_holm_worked_by_hand():
     assert holm([]).size == 0
     with pytest.raises(ValueError, match="outside"):
         holm([0.2, 1.5])
+
+
+def test_metric_for_task_and_common_examples():
+    conll = metric_for_task(get_task("conll2003"))
+    assert conll.name == "f1" and conll.higher_is_better
+    preds, refs = _tags(20, seed=18)
+    assert conll.value(preds, refs) == pytest.approx(
+        seqeval_metrics.f1_score(task_metrics.to_tags(refs, CONLL_TAGS), task_metrics.to_tags(preds, CONLL_TAGS)))
+    lower = metric_for_task(get_task("stsb").derive(greater_is_better=False))
+    assert lower.name == "pearson" and not lower.higher_is_better
+    ia, ib = common_examples([5, 3, 9, 1], [1, 9, 7, 5])
+    assert ia.tolist() == [0, 2, 3] and ib.tolist() == [3, 1, 0]
+    with pytest.raises(ValueError, match="no evaluation example"):
+        common_examples([1], [2])

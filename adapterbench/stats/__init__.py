@@ -29,6 +29,7 @@ from adapterbench.stats.metrics import (
     classification_metric,
     entity_metric,
     function_metric,
+    metric_for_task,
     regression_metric,
     task_metric,
 )
@@ -45,14 +46,14 @@ from adapterbench.stats.nightly import (
     mcnemar_power,
     regression_decision,
 )
-from adapterbench.stats.paired import PairedResult, mcnemar, paired_test, seed_paired_test
+from adapterbench.stats.paired import PairedResult, common_examples, mcnemar, paired_test, seed_paired_test
 
 __all__ = [
     "Answer", "Band", "BandDecision", "Estimate", "Interval", "Metric", "OverallRow", "PairedResult",
     "PaperDelta", "RegressionDecision", "TaskAnswer", "TaskRuns", "VariantAnswer", "VariantRuns", "adjust",
-    "answer", "answer_task", "band", "band_check", "classification_metric", "discordance_rate", "entity_metric",
+    "answer", "answer_task", "band", "band_check", "classification_metric", "common_examples", "discordance_rate", "entity_metric",
     "estimate", "example_bootstrap", "function_metric", "holm", "identical", "mcnemar",
-    "mcnemar_min_detectable_drop", "mcnemar_power", "paired_test", "paper_delta", "pareto_set",
+    "mcnemar_min_detectable_drop", "mcnemar_power", "metric_for_task", "paired_test", "paper_delta", "pareto_set",
     "regression_decision", "regression_metric", "seed_interval", "seed_paired_test", "significant",
     "task_metric",
 ]

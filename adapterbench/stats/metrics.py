@@ -30,7 +30,7 @@ Columns by kind (formulas as in :mod:`adapterbench.tasks.metrics`, which the tes
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -248,3 +248,15 @@ def task_metric(kind: str, name: str, *, num_labels: int = 2, labels: Sequence[s
             raise ValueError("token-classification metrics need the tag names (labels)")
         return entity_metric(name, labels)
     raise ValueError(f"task kind {kind!r} is unknown; allowed: classification, regression, token_classification")
+
+
+def metric_for_task(task: Any, name: str | None = None) -> Metric:
+    """Metric ``name`` (default: the primary one) of a :class:`~adapterbench.tasks.spec.TaskSpec`.
+
+    The task's ``greater_is_better`` sets the direction of its primary metric; the others keep theirs.
+    """
+    name = name or task.primary_metric
+    metric = task_metric(task.kind, name, num_labels=task.num_labels, labels=task.labels)
+    if name == task.primary_metric and not task.greater_is_better:
+        metric = replace(metric, higher_is_better=False)
+    return metric

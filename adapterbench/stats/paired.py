@@ -65,6 +65,19 @@ def common_seeds(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> list[Any]:
     return seeds
 
 
+def common_examples(ids_a: Sequence[Any], ids_b: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``a`` and in ``b`` of the example ids both have, in ``a``'s order (sidecars' example_ids).
+
+    Index both runs' predictions (and the references) with them before a paired test of partial runs.
+    """
+    where_b = {i: k for k, i in enumerate(ids_b)}
+    pairs = [(k, where_b[i]) for k, i in enumerate(ids_a) if i in where_b]
+    if not pairs:
+        raise ValueError("the two runs have no evaluation example in common")
+    index_a, index_b = zip(*pairs)
+    return np.asarray(index_a, dtype=np.int64), np.asarray(index_b, dtype=np.int64)
+
+
 def _p_values(null: np.ndarray, observed: float) -> tuple[float, float, float]:
     """(two-sided, less, greater) with the +1 correction; values within float noise count as equal."""
     tol = 1e-12 * max(1.0, abs(observed))
