@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a loop setting (lr, epochs, batch_size, ...) or a variant setting "
                           "(r=16, or lora.r=16 for one variant); repeatable")
+    run.add_argument("--preset", default=None, help="a paper's per-task recipe (bench list presets): its variant, "
+                     "model, standard profile and settings; --model, --profile and --set still win")
     run.add_argument("--matrix", default=None, help="a TOML matrix file (variants, tasks, seeds, model, "
                      "profile, set); command-line options override its values")
     run.add_argument("--force", action="store_true", help="rerun runs whose record is already ok "
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(handler=_cmd_history)
 
     lst = sub.add_parser("list", help="list variants or tasks")
-    lst.add_argument("what", choices=["variants", "tasks"])
+    lst.add_argument("what", choices=["variants", "tasks", "presets"])
     lst.set_defaults(handler=_cmd_list)
 
     from adapterbench.reports.cli import (
@@ -121,7 +123,7 @@ def _load_matrix(path: str) -> dict[str, Any]:
         data = tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"matrix file {path!r} is not valid TOML: {exc}") from None
-    allowed = {"variants", "tasks", "seeds", "model", "profile", "set", "data_dir", "out", "description"}
+    allowed = {"variants", "tasks", "seeds", "model", "profile", "set", "data_dir", "out", "description", "preset"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
@@ -142,9 +144,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     variants = listed(args.variants, "variants")
     tasks = listed(args.tasks, "tasks")
-    if not variants:
+    preset = args.preset or matrix.get("preset")
+    if preset and variants:
+        raise UserError(f"--preset {preset} fixes the variant; drop --variants ({','.join(variants)})")
+    if not variants and not preset:
         raise UserError("no variants given; use --variants lora,full (see bench list variants)")
-    if not tasks:
+    if not tasks and not preset:
         raise UserError("no tasks given; use --task sst2 (see bench list tasks)")
     seed_texts = listed(args.seeds, "seeds") or ["0"]
     try:
@@ -158,10 +163,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     override_items = [f"{k}={v}" for k, v in matrix_sets.items()] + list(args.overrides)
     overrides = parse_overrides(override_items)
     data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")
-    model = args.model or matrix.get("model") or "minilm"
-    profile = args.profile or matrix.get("profile") or "quick"
+    model = args.model or matrix.get("model")
+    profile = args.profile or matrix.get("profile")
     out = args.out or matrix.get("out") or "results"
-    specs = expand(variants, tasks, seeds, model, profile, overrides, data_dir, out)
+    if preset:
+        from adapterbench.presets import expand_preset
+
+        specs = expand_preset(str(preset), tasks, seeds, model, profile, overrides, data_dir, out)
+    else:
+        specs = expand(variants, tasks, seeds, model or "minilm", profile or "quick", overrides, data_dir, out)
     if args.log_to:
         from dataclasses import replace
 
@@ -214,6 +224,11 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "presets":
+        from adapterbench.presets import preset_rows
+
+        _print_table(("name", "paper", "runs", "from"), preset_rows())
+        return 0
     if args.what == "variants":
         from adapterbench.variants import VARIANTS
 
