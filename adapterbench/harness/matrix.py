@@ -9,7 +9,6 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -20,20 +19,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from adapterbench.errors import UserError
+from adapterbench.harness.loop import schedule_steps
 from adapterbench.harness.records import (
     checkpoint_path,
     existing_status,
+    predictions_path,
     read_record,
     record_path,
     supersede,
     write_record,
 )
-from adapterbench.harness.run import RunSpec, base_record, environment, prepare_variant, select_device
+from adapterbench.harness.run import RunSpec, base_record, environment, resolve
 from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.models import resolve_model
 from adapterbench.reports.units import summary_line
 from adapterbench.tasks import get_task
 from adapterbench.tasks.data import load_examples
+from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
 
 
@@ -42,8 +44,9 @@ def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, 
     variant_keys = {v: VARIANTS.get(v).config_keys() for v in variants}
     check_overrides(overrides, variant_keys)  # every override must land somewhere in this run
     applicable = {v: applicable_overrides(overrides, v, variant_keys[v]) for v in variants}
+    fingerprints = {t: data_identity(get_task(t), data_dir)["fingerprint"] for t in tasks}
     return [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=applicable[v],
-                    data_dir=data_dir, out_dir=out_dir)
+                    data_dir=data_dir, out_dir=out_dir, data_fingerprint=fingerprints[t])
             for t in tasks for v in variants for s in seeds]
 
 
@@ -68,13 +71,16 @@ def preflight(specs: list[RunSpec]) -> None:
         for split in task.eval_splits:
             load_examples(task, split, directory)
     for spec in specs:
-        variant_cls, variant, settings, _ = prepare_variant(spec)
-        select_device(settings)
+        run = resolve(spec)  # every setting, the device, the task and the model, as the run will see them
+        variant, settings = run.new_variant(), run.settings
         n_train = train_sizes[spec.task]
         if n_train is not None:
-            n = min(n_train, settings.max_train_samples or n_train)
-            total = math.ceil(n / settings.batch_size) * settings.epochs
-            variant.validate_schedule(min(total, settings.max_steps or total))
+            available = n_train - settings.holdout_samples
+            if available < 1:
+                raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples for task "
+                                f"{spec.task!r} (its training split has {n_train})")
+            n = min(available, settings.max_train_samples or available)
+            variant.validate_schedule(schedule_steps(n, settings)[1])
 
 
 def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None
@@ -95,6 +101,7 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
         previous = supersede(path)  # kept, never overwritten
         if previous is not None:
             supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
+            supersede(predictions_path(out_dir, spec.run_id))  # and its predictions
             print(f"  previous record moved to {previous}", file=stream, flush=True)
         record = _run_isolated(spec, path) if isolate else _run_here(spec, path)
         print("  " + summary_line(record), file=stream, flush=True)
