@@ -215,7 +215,7 @@ def parse(raw: Any) -> schema.Record:
                    f"{getattr(kind, '__name__', 'an object or null')}")
     for path, kinds in _FIELDS.items():
         _check_field(raw, path, kinds)
-    for part in ("variant", "task", "model"):  # what every reader groups by
+    for part in ("variant", "task"):  # what every reader groups by (an unnamed model groups as "unknown")
         _check(raw.get(part, {}).get("name"), f"{part}.name is missing")
     _check_measurements(raw.get("measurements", {}))
     _check_metrics(raw.get("metrics", {}), raw["status"])
@@ -274,7 +274,7 @@ def _check_metrics(metrics: dict[str, Any], status: str) -> None:
     _check(isinstance(points, list) and all(isinstance(p, dict) and "point" in p for p in points),
            "metrics.points is not a list of {point, metrics} objects")
     if status == "ok":
-        _check(metrics.get("final") or points, "status ok but no metrics")
+        _check(metrics.get("final") or points or primary.get("value") is not None, "status ok but no metrics")
 
 
 
