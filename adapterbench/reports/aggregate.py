@@ -107,6 +107,34 @@ def evaluations(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
+CELL = ["variant", "config", "point_key"]  # one table row: a configuration at one evaluation point
+
+
+def _rows(evals: pd.DataFrame, values: dict[str, str]) -> list[Row]:
+    """One row per :data:`CELL`: ``values`` (row stat key -> column) as mean, sample std and count over seeds,
+    sorted by variant, configuration label and point."""
+    cells = evals.groupby(CELL, sort=False, dropna=False)
+    stats = cells[list(values.values())].agg(["mean", "std", "count"]).to_dict("index")
+    meta = cells.agg(point=("point", "first"), point_label=("point_label", "first"),
+                     point_order=("point_order", "first"), run_ids=("run_id", list),
+                     seeds=("seed", lambda s: sorted(s.tolist(), key=str)))
+    labels = label_configs(ConfigId(str(v), str(c)) for v, c, _ in meta.index)
+    rows = []
+    for (variant, config, point_key), m in meta.iterrows():
+        cid, point = ConfigId(str(variant), str(config)), None if _missing(m["point"]) else m["point"]
+        row = Row(cid, point, str(point_key), m["point_label"],
+                  labels[cid] + (f"@{m['point_label']}" if point is not None else ""), m["run_ids"], m["seeds"])
+        s = stats[(variant, config, point_key)]
+        row.stats = {key: _stat(s[(col, "mean")], s[(col, "std")], s[(col, "count")]) for key, col in values.items()}
+        rows.append((row, m["point_order"]))
+    rows.sort(key=lambda ro: (ro[0].config.variant, ro[0].base_label, ro[1]))
+    return [r for r, _ in rows]
+
+
+def _declared(runs: pd.DataFrame, column: str) -> list[str]:
+    return [str(v) for v in runs[column].dropna().unique()] if column in runs else []
+
+
 def aggregate_group(points: pd.DataFrame, runs: pd.DataFrame) -> GroupTable:
     """The table of one comparable group from the evaluation points of its ok runs and those runs' rows."""
     if points.empty:
@@ -114,38 +142,20 @@ def aggregate_group(points: pd.DataFrame, runs: pd.DataFrame) -> GroupTable:
     keys = {GroupKey.of(r) for r in points.itertuples()}
     if len(keys) > 1:
         raise ValueError(f"records of {len(keys)} comparable groups given to aggregate_group")
-    first = runs[runs["run_id"].isin(points["run_id"])].iloc[0]
-    primary, gib = str(first["primary_metric"]), bool(first["greater_is_better"])
+    scoped = runs[runs["run_id"].isin(points["run_id"])]
+    primary, gib = str(scoped["primary_metric"].iloc[0]), bool(scoped["greater_is_better"].iloc[0])
     evals = evaluations(points, runs)
     metric_names = sorted(c for c in _numeric(evals, [c for c in points.columns if "/" in c])
                           if c != primary and not schema.is_measurement(c))
     measures = _numeric(evals, [c for c in evals.columns if schema.is_measurement(c)])
-    values = {"primary": "primary", **{f"metric:{m}": m for m in metric_names}, **{m: m for m in measures}}
-    stats = evals.groupby(["variant", "config", "point_key"], sort=False, dropna=False)[list(values.values())] \
-        .agg(["mean", "std", "count"])
-    meta = evals.groupby(["variant", "config", "point_key"], sort=False, dropna=False).agg(
-        point=("point", "first"), point_label=("point_label", "first"), point_order=("point_order", "first"),
-        run_ids=("run_id", list), seeds=("seed", lambda s: sorted(s.tolist(), key=str)))
-    labels = label_configs(ConfigId(str(v), str(c)) for v, c, _ in meta.index)
-    rows, by_cell = [], stats.to_dict("index")
-    for (variant, config, point_key), m in meta.iterrows():
-        cid = ConfigId(str(variant), str(config))
-        point = None if _missing(m["point"]) else m["point"]
-        row = Row(cid, point, str(point_key), m["point_label"],
-                  labels[cid] + (f"@{m['point_label']}" if point is not None else ""), m["run_ids"], m["seeds"])
-        s = by_cell[(variant, config, point_key)]
-        row.stats = {key: _stat(s[(col, "mean")], s[(col, "std")], s[(col, "count")]) for key, col in values.items()}
-        rows.append((row, m["point_order"]))
-    rows.sort(key=lambda ro: (ro[0].config.variant, ro[0].base_label, ro[1]))
     columns = [Column("primary", primary, "metric", gib)]
     columns += [Column(f"metric:{m}", m, "metric", schema.metric_direction(m) == "higher") for m in metric_names]
     columns += [Column(m.key, m.title, m.kind, m.direction == "higher") for m in schema.TABLE_MEASURES
                 if m.key in measures]
-    scoped = runs[runs["run_id"].isin(points["run_id"])]
-    axes = scoped["points_axis"].dropna().unique() if "points_axis" in scoped else []
-    scales = scoped["points_scale"].dropna().unique() if "points_scale" in scoped else []
-    table = GroupTable(keys.pop(), primary, gib, columns, [r for r, _ in rows],
-                       " / ".join(map(str, axes)) or None, scales[0] if len(scales) == 1 else None)
+    values = {"primary": "primary", **{f"metric:{m}": m for m in metric_names}, **{m: m for m in measures}}
+    axes, scales = _declared(scoped, "points_axis"), _declared(scoped, "points_scale")
+    table = GroupTable(keys.pop(), primary, gib, columns, _rows(evals, values), " / ".join(axes) or None,
+                       scales[0] if len(scales) == 1 else None)
     mark_best(table)
     for i in pareto_front([cost_value(r) for r in table.rows], gib):
         table.rows[i].pareto = True
