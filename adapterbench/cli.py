@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--model", "--profile", "--data-dir", "--out"):
         sweep.add_argument(flag, default=None)
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--final-out", default=None,
+                       help="results folder for the final runs (default <out>/final), e.g. a leaderboard's")
     sweep.add_argument("--force", action="store_true")
     sweep.set_defaults(handler=_cmd_sweep)
 
@@ -201,7 +203,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or os.environ.get("ADAPTERBENCH_DATA_DIR")
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
-                     args.out or "results/sweep", holdout=args.holdout, force=args.force)
+                     args.out or "results/sweep", holdout=args.holdout, force=args.force,
+                     final_out=args.final_out)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
