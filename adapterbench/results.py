@@ -74,6 +74,11 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "data_fingerprint": ("string", "v2: fingerprint of the data read"), "data_source": ("string", "v2: local | hub"),
     "predictions_file": ("string", "v2: the predictions sidecar, relative to the record"),
     "env_fingerprint": ("string", "v2: id of the environment fingerprint"),
+    "task_origin": ("string", "where the task came from: built-in, or the task file"),
+    "reference_source": ("string", "a preset's published result (tags.reference): its source"),
+    "reference_metric": ("string", "its metric key (presets.measured_value reads it)"),
+    "reference_value": ("float64", "its value, in the record's units"),
+    "reference_std": ("float64", "the std the paper reports with it"),
 }
 POINT_COLUMNS: dict[str, tuple[str, str]] = {
     "point": ("object", "the evaluation point as recorded (None: the model as trained)"),
@@ -116,6 +121,8 @@ def run_row(path: Path, record: schema.Record) -> dict[str, Any]:
     task, model, variant = record.get("task", {}), record.get("model", {}), record.get("variant", {})
     primary, metrics = record.get("metrics", {}).get("primary") or {}, record.get("metrics", {})
     hints, error = schema.report_hints(record), record.get("error") or {}
+    tags = record.get("tags") if isinstance(record.get("tags"), dict) else {}
+    reference = tags.get("reference") if isinstance(tags.get("reference"), dict) else {}
     points, rank_map = hints.get("points") or {}, hints.get("rank_map") or {}
     row: dict[str, Any] = {
         "run_id": record["run_id"], "status": record["status"], "created_at": record.get("created_at"),
@@ -138,6 +145,9 @@ def run_row(path: Path, record: schema.Record) -> dict[str, Any]:
         "data_source": (record.get("data") or {}).get("source"),
         "predictions_file": (record.get("predictions") or {}).get("file"),
         "env_fingerprint": ((record.get("environment") or {}).get("fingerprint") or {}).get("id"),
+        "task_origin": task.get("origin"), "reference_source": reference.get("source"),
+        "reference_metric": reference.get("metric"), "reference_value": reference.get("value"),
+        "reference_std": reference.get("std"),
     }
     row.update({k: v for k, v in (metrics.get("final") or {}).items() if "/" in k})
     row.update(record.get("measurements") or {})
