@@ -34,7 +34,7 @@ from adapterbench import schema, stats
 from adapterbench.reports.aggregate import GroupTable, Row, deployed_cost
 from adapterbench.reports.blocks import Block, Cell
 from adapterbench.reports.collect import GroupKey
-from adapterbench.reports.intervals import Evidence, RowPredictions, row_runs, seed_values
+from adapterbench.reports.intervals import Evidence, RowPredictions, primary_is, row_runs, seed_values
 from adapterbench.reports.units import FORMATTERS, fmt_count, fmt_delta, fmt_metric
 from adapterbench.stats.intervals import N_RESAMPLES
 
@@ -112,7 +112,7 @@ def task_runs(group: GroupInput, name: str, evidence: Evidence) -> stats.TaskRun
         runs = runs[runs["seed"].isin(values[row.label])]
         if not values[row.label]:
             continue
-        predictions = evidence.predictions(runs, split, row.point)
+        predictions = evidence.predictions(runs, split, row.point) if primary_is(runs, table.primary) else None
         metric = metric or evidence.metric(runs, table.primary, table.primary, table.greater_is_better,
                                            predictions)
         if predictions is not None:
@@ -207,7 +207,7 @@ def _task_block(ta: stats.TaskAnswer, group: GroupInput, name: str) -> Block:
     for v in ta.variants:
         vs = v.vs_best
         delta = (fmt_delta(vs.difference) + _interval_text(vs.interval)) if vs else "—"
-        p = "—" if v.p_adjusted is None else (f"{v.p_adjusted:.3g}" if v.p_adjusted >= 1e-4 else "<0.0001")
+        p = "—" if v.p_adjusted is None else f"{v.p_adjusted:.3g}"
         costs = [FORMATTERS[m.kind](v.costs.get(m.key)) for m in COSTS]
         rows.append(cells([f"{v.rank:g}", v.variant, estimate_text(v.estimate), v.status, delta, p,
                            TEST_NAMES.get(vs.test, vs.test) if vs else "—", *costs, "◆" if v.pareto else ""],

@@ -35,8 +35,8 @@ from adapterbench.stats.intervals import N_RESAMPLES
 
 TASK_FILE_ORIGIN = "task file "  # how a record's task.origin names a user task file
 # Run columns the intervals and the answer read besides the evaluation's own (adapterbench.results.RUN_COLUMNS).
-EVIDENCE_COLUMNS = ("task_kind", "task_origin", "predictions_file", "reference_source", "reference_metric",
-                    "reference_value", "reference_std")
+EVIDENCE_COLUMNS = ("task_kind", "task_origin", "primary_metric", "predictions_file", "reference_source",
+                    "reference_metric", "reference_value", "reference_std")
 
 
 def group_evaluations(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -184,6 +184,11 @@ def metric_columns(table: GroupTable) -> dict[str, str]:
             for c in table.columns if c.kind == "metric"}
 
 
+def primary_is(runs: pd.DataFrame, key: str) -> bool:
+    """Every run's own primary metric is ``key`` (a group may mix, e.g. a sweep's hold-out with validation)."""
+    return "primary_metric" in runs and bool((runs["primary_metric"].astype(str) == key).all())
+
+
 def seed_values(runs: pd.DataFrame, column: str) -> dict[Any, float]:
     values = pd.to_numeric(runs[column], errors="coerce") if column in runs else pd.Series(dtype=float)
     return {seed: float(v) for seed, v in zip(runs["seed"], values) if np.isfinite(v)}
@@ -195,11 +200,14 @@ def fill_intervals(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, *
     for row in table.rows:
         runs = row_runs(evals, row)
         for key, column in metric_columns(table).items():
-            current, values = row.stats.get(key), seed_values(runs, column)
+            # The primary stat is the "primary" column (each run's own primary metric, as aggregate averages it).
+            current, values = row.stats.get(key), seed_values(runs, "primary" if key == "primary" else column)
             if current is None or not values:
                 continue
             with_values = runs[runs["seed"].isin(values)]
             found = evidence.predictions(with_values, column.split("/", 1)[0], row.point)
+            if key == "primary" and not primary_is(with_values, table.primary):
+                found = None  # runs whose primary metric is another split's: their sidecars say nothing here
             metric = evidence.metric(with_values, column, table.primary, table.greater_is_better, found)
             if metric is None:
                 found = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 # Directions tried around a point, right first (the reading direction), then the diagonals, above, below, left.
 _DIRECTIONS = ((1, 0), (1, 1), (1, -1), (0, 1), (0, -1), (-1, 1), (-1, -1), (-1, 0))
