@@ -7,9 +7,12 @@ no traceback. ``bench run`` exits 1 when any run of the matrix did not end ``ok`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from adapterbench.errors import UserError
@@ -18,8 +21,10 @@ EXIT_BAD_INPUT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # the user's command line, for the records
     try:
         return args.handler(args)
     except UserError as exc:
@@ -32,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        self.exit(EXIT_BAD_INPUT, f"bench: error: {message} (see bench {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"bench: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Benchmark parameter-efficient fine-tuning variants.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{run,list,...}")
 
     run = sub.add_parser("run", help="run every (variant, task, seed) combination")
     run.add_argument("--variants", help="comma-separated variant names (bench list variants)")
@@ -85,21 +90,69 @@ def _split(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
+MATRIX_KEYS = {"variants": "a list of names", "tasks": "a list of names or task files",
+               "seeds": "a list of integers", "model": "a string", "profile": "a string", "set": "a table",
+               "data_dir": "a string", "out": "a string", "description": "a string"}
+
+
 def _load_matrix(path: str) -> dict[str, Any]:
+    """A TOML matrix file, every value type-checked (one line naming the file, key and what is allowed)."""
     import tomllib
+
+    from adapterbench.textfiles import read_text, short
 
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"matrix file {path!r} does not exist")
+        raise UserError(f"matrix file {path!r} {'is not a regular file' if file.exists() else 'does not exist'}")
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(read_text(file, "utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"matrix file {path!r} is not valid TOML: {exc}") from None
-    allowed = {"variants", "tasks", "seeds", "model", "profile", "set", "data_dir", "out", "description"}
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - set(MATRIX_KEYS))
     if unknown:
-        raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(MATRIX_KEYS))}")
+
+    def wrong(key: str, value: Any) -> UserError:
+        return UserError(f"matrix file {path!r}: {key!r} must be {MATRIX_KEYS[key]}, got {short(value)}")
+
+    for key in ("variants", "tasks"):
+        value = data.get(key, [])
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in items):
+            raise wrong(key, value)
+        data[key] = [name for item in items for name in _split(item)]
+    seeds = data.get("seeds", [])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
+        raise wrong("seeds", data["seeds"])
+    data["seeds"] = seeds
+    for key in ("model", "profile", "data_dir", "out", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise wrong(key, data[key])
+    if not isinstance(data.get("set", {}), dict):
+        raise UserError(f"matrix file {path!r}: 'set' must be a table of key = value, for example [set] then "
+                        f"lr = 1e-4")
+    data["set"] = _flatten_set(path, data.get("set", {}))
     return data
+
+
+def _flatten_set(path: str, table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[set]`` values; a sub-table (``[set.lora]``, or ``lora.r = 4``) scopes its keys: ``lora.r``."""
+    from adapterbench.harness.settings import parse_value
+    from adapterbench.textfiles import short
+
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten_set(path, value, f"{prefix}{key}."))
+        elif isinstance(value, str):
+            flat[prefix + key] = parse_value(value)  # as --set reads it: "1e-4" is a number there too
+        elif isinstance(value, (int, float)):  # bool is an int
+            flat[prefix + key] = value
+        else:
+            raise UserError(f"matrix file {path!r}: set {prefix + key!r} must be a number, a string or true/false, "
+                            f"got {short(value)}")
+    return flat
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -107,37 +160,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from adapterbench.harness.settings import parse_overrides
 
     matrix = _load_matrix(args.matrix) if args.matrix else {}
-
-    def listed(cli_value: str | None, key: str) -> list[str]:
-        if cli_value:
-            return _split(cli_value)
-        value = matrix.get(key, [])
-        return [str(v) for v in (value if isinstance(value, list) else [value])]
-
-    variants = listed(args.variants, "variants")
-    tasks = listed(args.tasks, "tasks")
+    variants = _split(args.variants) if args.variants else matrix.get("variants", [])
+    tasks = _split(args.tasks) if args.tasks else matrix.get("tasks", [])
     if not variants:
         raise UserError("no variants given; use --variants lora,full (see bench list variants)")
     if not tasks:
         raise UserError("no tasks given; use --task sst2 (see bench list tasks)")
-    seed_texts = listed(args.seeds, "seeds") or ["0"]
-    try:
-        seeds = [int(s) for s in seed_texts]
-    except ValueError:
-        raise UserError(f"--seeds {','.join(seed_texts)!r} is not allowed; give comma-separated integers") from None
-    matrix_sets = matrix.get("set", {})
-    if not isinstance(matrix_sets, dict):
-        raise UserError(f"matrix file {args.matrix!r}: 'set' must be a table of key = value, "
-                        f"for example [set] then lr = 1e-4")
-    override_items = [f"{k}={v}" for k, v in matrix_sets.items()] + list(args.overrides)
-    overrides = parse_overrides(override_items)
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in _split(args.seeds)]
+        except ValueError:
+            raise UserError(f"--seeds {args.seeds!r} is not allowed; give comma-separated integers from 0 to "
+                            f"{2**32 - 1}") from None
+    else:
+        seeds = matrix.get("seeds") or [0]
+    overrides = {**matrix.get("set", {}), **parse_overrides(list(args.overrides))}
     data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")
     model = args.model or matrix.get("model") or "minilm"
     profile = args.profile or matrix.get("profile") or "quick"
     out = args.out or matrix.get("out") or "results"
     specs = expand(variants, tasks, seeds, model, profile, overrides, data_dir, out)
     preflight(specs)
-    return run_matrix(specs, force=args.force, isolate=not args.in_process)
+    with _sigterm_interrupts():
+        return run_matrix(specs, force=args.force, isolate=not args.in_process, argv=args.argv)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """A scheduler's SIGTERM stops the matrix as Ctrl-C does: claims released, workers stopped, one line."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (bench called from a library): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -114,7 +114,7 @@ def test_task_file_with_a_missing_field(capsys, tmp_path, tiny_folder):
 def test_bad_input_through_the_real_command_has_no_traceback(tmp_path):
     result = bench("run", "--variants", "lora", "--task", "sst2", "--set", "lr=-1", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("bench: error: lr=-1.0 is not allowed; the learning rate must be a positive "
+    assert result.stderr.strip() == ("bench: error: lr=-1.0 is not allowed; the learning rate must be a finite positive "
                                      "number")
     assert not (tmp_path / "results").exists()
 
