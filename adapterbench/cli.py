@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # bench list | head: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -208,10 +211,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
         rows = []
         for entry in VARIANTS.entries():
-            cls = entry.load()
-            defaults = {k: v for k, v in vars(cls.Config()).items()}
-            rows.append((entry.name, cls.paper, f"lr={cls.default_lr:g} " + " ".join(
-                f"{k}={v}" for k, v in defaults.items()), entry.origin))
+            summary = variant_summary(entry)
+            rows.append((entry.name, summary.paper, f"lr={summary.default_lr:g} " + " ".join(
+                f"{k}={v}" for k, v in summary.defaults.items()), entry.origin))
         for family in VARIANTS.families():
             rows.append((f"{family.name}:<method>", "wraps PEFT's own implementation of <method>",
                          "PEFT config fields", family.origin))
@@ -225,6 +227,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
                          f"eval {'+'.join(task.eval_splits)}, v{task.version}", entry.origin))
     _print_table(("name", "paper", "defaults", "from"), rows)
     return 0
+
+
+def variant_summary(entry: Any) -> Any:
+    """Paper, default lr and Config defaults of a registry entry; read from source when possible (no torch)."""
+    from adapterbench.listing import Summary, static_summary
+
+    summary = static_summary(entry.target) if isinstance(entry.target, str) else None
+    if summary is None:
+        cls = entry.load()
+        summary = Summary(cls.paper, cls.default_lr, dict(vars(cls.Config())))
+    return summary
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -36,6 +36,7 @@ from adapterbench.harness.records import (
 )
 from adapterbench.harness.run import RunSpec, base_record, environment
 from adapterbench.harness.settings import applicable_overrides, check_overrides
+from adapterbench.harness.worker import EXIT_INTERRUPTED
 from adapterbench.tasks import get_task
 from adapterbench.variants import VARIANTS
 
@@ -88,8 +89,9 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
     if elsewhere:
         pending = [s for s in elsewhere if existing_status(record_path(out_dir, s.run_id)) != "ok"]
         if pending:
-            print(f"{len(pending)} runs are still being run by other processes on {out_dir}/; rerun this command "
-                  f"once they finish to check their records", file=stream, flush=True)
+            runs = "1 run is" if len(pending) == 1 else f"{len(pending)} runs are"
+            print(f"{runs} still being run by other processes on {out_dir}/; rerun this command once they finish "
+                  f"to check their records", file=stream, flush=True)
             all_ok = False
     return 0 if all_ok else 1
 
@@ -186,6 +188,8 @@ def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_st
         _stop(process)
         raise
     code = process.returncode
+    if code == EXIT_INTERRUPTED and not path.exists():
+        raise KeyboardInterrupt  # the worker alone was interrupted: the matrix stops as on Ctrl-C, no record
     if path.exists():  # the record was written (a non-zero exit after it, e.g. in teardown, is noted)
         try:
             record = read_record(path)

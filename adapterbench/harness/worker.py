@@ -63,7 +63,8 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, _interrupted)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # an inherited "ignore" (nohup, &) is kept
+        signal.signal(signal.SIGINT, _interrupted)
     parent = os.environ.get("ADAPTERBENCH_PARENT_PID")
     die_with_parent(int(parent) if parent and parent.isdigit() else None)
     path = Path(sys.argv[1])
