@@ -23,7 +23,11 @@ EXIT_BAD_INPUT = 2
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.error("give a subcommand: run, list, report or compare")
+    if extra:  # reported by the subcommand's parser, so the hint names "bench run --help"
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the user's command line, for the records
     try:
         return args.handler(args)
@@ -45,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Benchmark parameter-efficient fine-tuning variants.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{run,list,...}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run every (variant, task, seed) combination")
     run.add_argument("--variants", help="comma-separated variant names (bench list variants)")
@@ -67,11 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(the old record is moved to superseded/)")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(handler=_cmd_run, parser=run)
 
     lst = sub.add_parser("list", help="list variants or tasks")
     lst.add_argument("what", choices=["variants", "tasks"])
-    lst.set_defaults(handler=_cmd_list)
+    lst.set_defaults(handler=_cmd_list, parser=lst)
 
     from adapterbench.reports.cli import (
         compare_command,
@@ -82,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="render Markdown, HTML and CSV reports from run records")
     configure_report_parser(report)
-    report.set_defaults(handler=report_command)
+    report.set_defaults(handler=report_command, parser=report)
     compare = sub.add_parser("compare", help="compare CURRENT records with BASELINE records; exit 1 on regression")
     configure_compare_parser(compare)
-    compare.set_defaults(handler=compare_command)
+    compare.set_defaults(handler=compare_command, parser=compare)
     return parser
 
 
@@ -108,7 +112,7 @@ def _load_matrix(path: str) -> dict[str, Any]:
     if not file.is_file():
         raise UserError(f"matrix file {path!r} {'is not a regular file' if file.exists() else 'does not exist'}")
     try:
-        data = tomllib.loads(read_text(file, "utf-8"))
+        data = tomllib.loads(read_text(file, "utf-8", hint="matrix files are TOML, which must be UTF-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"matrix file {path!r} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - set(MATRIX_KEYS))

@@ -127,10 +127,24 @@ def offline_reason(timeout_s: float = 3.0) -> str | None:
     return None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
 def check_files(ref: ModelRef) -> None:
-    """Read what a run will need from a local model, cheaply: the weights' header and the tokenizer."""
+    """Read what a run will need from a local model, cheaply: config, the weights' header, the tokenizer.
+
+    A folder without tokenizer files is an error here, not a warning: transformers would build a tokenizer of
+    special tokens only, and every run would silently train on ``[UNK]``.
+    """
     if ref.on_hub:
         return
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - unreadable config.json, unknown model_type: one line
+        raise UserError(f"model {ref.name!r}: cannot read its config ({_first_line(exc)})") from None
     weights = Path(ref.path) / "model.safetensors"
     if weights.is_file():
         from safetensors import safe_open
@@ -141,11 +155,17 @@ def check_files(ref: ModelRef) -> None:
         except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: a damaged file, one line
             raise UserError(f"model {ref.name!r}: {weights} is not a readable safetensors file "
                             f"({_first_line(exc)})") from None
+    if not any((Path(ref.path) / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"model {ref.name!r} has no tokenizer; expected one of: {', '.join(TOKENIZER_FILES)} "
+                        f"next to config.json")
     try:
-        load_tokenizer(ref)
-    except Exception as exc:  # noqa: BLE001 - a missing or broken tokenizer reaches the user as one line
-        raise UserError(f"model {ref.name!r}: cannot load its tokenizer ({_first_line(exc)}); a model folder "
-                        f"needs the tokenizer files next to config.json") from None
+        tokenizer = load_tokenizer(ref)
+    except Exception as exc:  # noqa: BLE001 - a broken tokenizer reaches the user as one line
+        raise UserError(f"model {ref.name!r}: cannot load its tokenizer ({_first_line(exc)})") from None
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise UserError(f"model {ref.name!r}: its tokenizer has {len(tokenizer)} tokens but the model's embedding "
+                        f"only {vocab}; the tokenizer files belong to another model")
 
 
 def meta_model(ref: ModelRef, kind: str, num_labels: int) -> Any:

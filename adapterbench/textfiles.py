@@ -17,6 +17,7 @@ from typing import IO
 from adapterbench.errors import UserError
 
 ENCODING_HINT = "for example utf-8, utf-8-sig, latin-1 or cp1252"
+DATA_HINT = "save the file as UTF-8 or declare its encoding (task file: data.encoding)"
 
 
 def check_encoding(encoding: object, where: str) -> str:
@@ -30,7 +31,7 @@ def check_encoding(encoding: object, where: str) -> str:
     return encoding
 
 
-def undecodable(path: Path | str, encoding: str) -> UserError:
+def undecodable(path: Path | str, encoding: str, hint: str = DATA_HINT) -> UserError:
     """The error for a file holding bytes that ``encoding`` cannot decode, naming the first bad line.
 
     A streaming reader sees the failure at the decoder's chunk, not at the line, so the file is decoded again
@@ -45,8 +46,7 @@ def undecodable(path: Path | str, encoding: str) -> UserError:
                 except UnicodeDecodeError as exc:
                     bad = line[exc.start:exc.start + 1] if 0 <= exc.start < len(line) else b""
                     byte = f"byte 0x{bad[0]:02x}" if bad else "a byte sequence"
-                    return UserError(f"{path}:{number}: {byte} is not valid {encoding} ({exc.reason}); save the "
-                                     f"file as UTF-8 or declare its encoding (task file: data.encoding)")
+                    return UserError(f"{path}:{number}: {byte} is not valid {encoding} ({exc.reason}); {hint}")
             decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
         return UserError(f"{path}: the file ends inside a {encoding} character ({exc.reason})")
@@ -60,7 +60,8 @@ def cannot_read(path: Path | str, exc: OSError) -> UserError:
 
 
 @contextlib.contextmanager
-def open_text(path: Path | str, encoding: str, where: str = "", newline: str | None = None) -> Iterator[IO[str]]:
+def open_text(path: Path | str, encoding: str, where: str = "", newline: str | None = None,
+              hint: str = DATA_HINT) -> Iterator[IO[str]]:
     """``open(path, encoding=...)`` whose decoding and opening problems become one-line :class:`UserError`.
 
     Errors raised by the caller's own parsing inside the ``with`` block pass through unchanged, except
@@ -75,12 +76,12 @@ def open_text(path: Path | str, encoding: str, where: str = "", newline: str | N
         with f:
             yield f
     except UnicodeDecodeError:
-        raise undecodable(path, encoding) from None
+        raise undecodable(path, encoding, hint) from None
 
 
-def read_text(path: Path | str, encoding: str = "utf-8") -> str:
+def read_text(path: Path | str, encoding: str = "utf-8", hint: str = DATA_HINT) -> str:
     """The whole file as text (see :func:`open_text`)."""
-    with open_text(path, encoding) as f:
+    with open_text(path, encoding, hint=hint) as f:
         return f.read()
 
 

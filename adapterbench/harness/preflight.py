@@ -47,7 +47,8 @@ def preflight(specs: list[RunSpec]) -> None:
         check_out_dir(out)
     data_dir = specs[0].data_dir
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise UserError(f"data folder {data_dir!r} does not exist; pass --data-dir pointing at a folder with "
+        problem = "is not a folder" if Path(data_dir).exists() else "does not exist"
+        raise UserError(f"data folder {data_dir!r} {problem}; pass --data-dir pointing at a folder with "
                         f"glue/ and conll2003/ (for example ../shared/data)")
     refs = {}
     for model in dict.fromkeys(s.model for s in specs):
@@ -67,7 +68,7 @@ def preflight(specs: list[RunSpec]) -> None:
     needed: dict[str, int] = {}
     trainable: dict[tuple[Any, ...], int | None] = {}
     for spec in specs:
-        _, variant, settings, _ = prepare_variant(spec)
+        _, variant, settings, _ = _prepared(spec)
         select_device(settings)
         n_train = train_sizes[spec.task]
         if n_train is not None:
@@ -129,7 +130,7 @@ def dry_apply(spec: RunSpec, ref: Any, kind: str, num_labels: int) -> int | None
     """
     from adapterbench.harness.run import _arch_or_none
 
-    _, variant, _, _ = prepare_variant(spec)
+    _, variant, _, _ = _prepared(spec)
     model = meta_model(ref, kind, num_labels)
     try:
         variant.apply(model, _arch_or_none(model))
@@ -138,6 +139,16 @@ def dry_apply(spec: RunSpec, ref: Any, kind: str, num_labels: int) -> int | None
     except Exception:  # noqa: BLE001 - meta tensors cannot do everything (data-dependent init): no verdict
         return None
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _prepared(spec: RunSpec) -> Any:
+    """:func:`prepare_variant`, with the variant named in its errors (a Config's own messages may not say)."""
+    try:
+        return prepare_variant(spec)
+    except UserError as exc:
+        if spec.variant in str(exc):
+            raise
+        raise UserError(f"variant {spec.variant!r}: {exc}") from None
 
 
 def _nearest_existing(folder: Path) -> Path:

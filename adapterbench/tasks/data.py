@@ -235,7 +235,7 @@ def _names(names: list[str]) -> str:
     """
     if len(names) <= 40 and all(_NAME.fullmatch(n) for n in names):
         return ", ".join(names)
-    return f"({len(names)} values that do not look like names; is the first line a header?)"
+    return "(not shown: the first line does not look like a header of column names)"
 
 
 _NAME = re.compile(r"[\w .#-]{1,40}")

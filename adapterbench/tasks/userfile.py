@@ -122,7 +122,7 @@ def read_task_table(path: Path) -> dict[str, Any]:
         raise UserError(f"task file {path}: TOML task files need Python 3.11 or later; write it as .json")
     # Both formats are UTF-8 by their specifications; the text is decoded first so that a bad byte is reported
     # with its line, then parsed (parser messages give line and column, never the text).
-    text = read_text(path, "utf-8")
+    text = read_text(path, "utf-8", hint=f"{suffix[1:].upper()} task files must be UTF-8")
     decode_errors: tuple[type[Exception], ...] = (json.JSONDecodeError, RecursionError)
     if tomllib is not None:
         decode_errors += (tomllib.TOMLDecodeError,)
