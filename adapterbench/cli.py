@@ -65,16 +65,46 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a loop setting (lr, epochs, batch_size, ...) or a variant setting "
                           "(r=16, or lora.r=16 for one variant); repeatable")
+    run.add_argument("--preset", default=None, help="a paper's per-task recipe (bench list presets): its variant, "
+                     "model, standard profile and settings; --model, --profile and --set still win")
     run.add_argument("--matrix", default=None, help="a TOML matrix file (variants, tasks, seeds, model, "
                      "profile, set); command-line options override its values")
     run.add_argument("--force", action="store_true", help="rerun runs whose record is already ok "
                      "(the old record is moved to superseded/)")
+    run.add_argument("--log-to", dest="log_to", default=None,
+                     help="also log each run to an experiment tracker: mlflow (pip install \"adapterbench[mlflow]\")")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
     run.set_defaults(handler=_cmd_run, parser=run)
 
+    sweep = sub.add_parser("sweep", help="tune every variant with the same budget on held-out training data, "
+                           "then rerun the chosen setting over the seeds on dev")
+    sweep.add_argument("--variants", required=True, help="comma-separated variant names")
+    sweep.add_argument("--task", "--tasks", dest="tasks", required=True, help="comma-separated tasks")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="values to try (default lr=1x,3x,10x: multiples of each variant's paper lr); "
+                            "at most two settings")
+    sweep.add_argument("--seeds", default="0", help="seeds of the final runs (default 0); trials use the first")
+    sweep.add_argument("--holdout", type=int, default=1000,
+                       help="training examples held out for selection (default 1000)")
+    for flag in ("--model", "--profile", "--data-dir", "--out"):
+        sweep.add_argument(flag, default=None)
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--final-out", default=None,
+                       help="results folder for the final runs (default <out>/final), e.g. a leaderboard's")
+    sweep.add_argument("--force", action="store_true")
+    sweep.set_defaults(handler=_cmd_sweep, parser=sweep)
+
+    history = sub.add_parser("history", help="the append-only store of nightly records: add, prune, list")
+    history.add_argument("action", choices=["add", "prune", "list"])
+    history.add_argument("results", nargs="*", help="record files or folders to add")
+    history.add_argument("--store", default="history", help="the store folder (default history/)")
+    history.add_argument("--date", default=None, help="file the records under this night (default: created_at)")
+    history.add_argument("--keep-days", type=int, default=180, help="prune: nights to keep (default 180)")
+    history.set_defaults(handler=_cmd_history, parser=history)
+
     lst = sub.add_parser("list", help="list variants or tasks")
-    lst.add_argument("what", choices=["variants", "tasks"])
+    lst.add_argument("what", choices=["variants", "tasks", "presets"])
     lst.set_defaults(handler=_cmd_list, parser=lst)
 
     from adapterbench.reports.cli import (
@@ -99,7 +129,7 @@ def _split(text: str | None) -> list[str]:
 
 MATRIX_KEYS = {"variants": "a list of names", "tasks": "a list of names or task files",
                "seeds": "a list of integers", "model": "a string", "profile": "a string", "set": "a table",
-               "data_dir": "a string", "out": "a string", "description": "a string"}
+               "data_dir": "a string", "out": "a string", "description": "a string", "preset": "a string"}
 
 
 def _load_matrix(path: str) -> dict[str, Any]:
@@ -133,7 +163,7 @@ def _load_matrix(path: str) -> dict[str, Any]:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
         raise wrong("seeds", data["seeds"])
     data["seeds"] = seeds
-    for key in ("model", "profile", "data_dir", "out", "description"):
+    for key in ("model", "profile", "data_dir", "out", "description", "preset"):
         if key in data and not isinstance(data[key], str):
             raise wrong(key, data[key])
     if not isinstance(data.get("set", {}), dict):
@@ -169,9 +199,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     matrix = _load_matrix(args.matrix) if args.matrix else {}
     variants = _split(args.variants) if args.variants else matrix.get("variants", [])
     tasks = _split(args.tasks) if args.tasks else matrix.get("tasks", [])
-    if not variants:
+    preset = args.preset or matrix.get("preset")
+    if preset and variants:
+        raise UserError(f"--preset {preset} fixes the variant; drop --variants ({','.join(variants)})")
+    if not variants and not preset:
         raise UserError("no variants given; use --variants lora,full (see bench list variants)")
-    if not tasks:
+    if not tasks and not preset:
         raise UserError("no tasks given; use --task sst2 (see bench list tasks)")
     if args.seeds:
         try:
@@ -183,10 +216,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seeds = matrix.get("seeds") or [0]
     overrides = {**matrix.get("set", {}), **parse_overrides(list(args.overrides))}
     data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")
-    model = args.model or matrix.get("model") or "minilm"
-    profile = args.profile or matrix.get("profile") or "quick"
+    model = args.model or matrix.get("model")
+    profile = args.profile or matrix.get("profile")
     out = args.out or matrix.get("out") or "results"
-    specs = expand(variants, tasks, seeds, model, profile, overrides, data_dir, out)
+    if preset:
+        from adapterbench.presets import expand_preset
+
+        specs = expand_preset(str(preset), tasks, seeds, model, profile, overrides, data_dir, out)
+    else:
+        specs = expand(variants, tasks, seeds, model or "minilm", profile or "quick", overrides, data_dir, out)
+    if args.log_to:
+        from dataclasses import replace
+
+        from adapterbench.harness.trackers import check_trackers
+
+        check_trackers(_split(args.log_to))
+        specs = [replace(spec, trackers=_split(args.log_to)) for spec in specs]
     preflight(specs)
     with _sigterm_interrupts():
         return run_matrix(specs, force=args.force, isolate=not args.in_process, argv=args.argv)
@@ -209,7 +254,53 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from adapterbench.harness.settings import parse_overrides
+    from adapterbench.harness.sweep import parse_grid, run_sweep
+
+    try:
+        seeds = [int(s) for s in _split(args.seeds)]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r} is not allowed; give comma-separated integers") from None
+    if args.holdout < 1:
+        raise UserError(f"--holdout {args.holdout} is not allowed; give a positive number of examples")
+    data_dir = args.data_dir or os.environ.get("ADAPTERBENCH_DATA_DIR")
+    return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
+                     args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
+                     args.out or "results/sweep", holdout=args.holdout, force=args.force,
+                     final_out=args.final_out)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from adapterbench import history
+
+    store = Path(args.store)
+    if args.action == "add":
+        if not args.results:
+            raise UserError("bench history add needs record files or folders, e.g. bench history add results/nightly")
+        missing = [r for r in args.results if not Path(r).exists()]
+        if missing:
+            raise UserError(f"{missing[0]!r} does not exist; give record files or folders")
+        counts = history.add([Path(r) for r in args.results], store, args.date)
+        print(f"history: {counts['added']} records added, {counts['already_stored']} already stored, in {store}/")
+    elif args.action == "prune":
+        removed = history.prune(store, args.keep_days)
+        print(f"history: removed {len(removed)} nights older than {args.keep_days} days"
+              + (f" ({removed[0]} .. {removed[-1]})" if removed else ""))
+    else:
+        entries = history.read_index(store)
+        nights = sorted({e["night"] for e in entries})
+        print(f"history: {len(entries)} records over {len(nights)} nights"
+              + (f" ({nights[0]} .. {nights[-1]})" if nights else "") + f" in {store}/")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "presets":
+        from adapterbench.presets import preset_rows
+
+        _print_table(("name", "paper", "runs", "from"), preset_rows())
+        return 0
     if args.what == "variants":
         from adapterbench.variants import VARIANTS
 

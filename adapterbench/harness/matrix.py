@@ -29,6 +29,7 @@ from adapterbench.harness.preflight import preflight
 from adapterbench.harness.records import (
     checkpoint_path,
     existing_status,
+    predictions_path,
     read_record,
     record_path,
     supersede,
@@ -38,6 +39,7 @@ from adapterbench.harness.run import RunSpec, base_record, environment
 from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.harness.worker import EXIT_INTERRUPTED
 from adapterbench.tasks import get_task
+from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
 
 __all__ = ["expand", "preflight", "run_matrix", "run_one", "run_isolated", "summary_line"]
@@ -52,8 +54,9 @@ def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, 
     variant_keys = {v: VARIANTS.get(v).config_keys() for v in variants}
     check_overrides(overrides, variant_keys)  # every override must land somewhere in this run
     applicable = {v: applicable_overrides(overrides, v, variant_keys[v]) for v in variants}
+    fingerprints = {t: data_identity(get_task(t), data_dir)["fingerprint"] for t in tasks}
     specs = [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=applicable[v],
-                     data_dir=data_dir, out_dir=out_dir)
+                     data_dir=data_dir, out_dir=out_dir, data_fingerprint=fingerprints[t])
              for t in tasks for v in variants for s in seeds]
     return list({spec.run_id: spec for spec in specs}.values())  # e.g. one task file given by two paths
 
@@ -119,6 +122,7 @@ def run_one(spec: RunSpec, seen: tuple[int, int] | None, isolate: bool, stream: 
         previous = supersede(path)  # kept, never overwritten
         if previous is not None:
             supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
+            supersede(predictions_path(out_dir, spec.run_id))  # and its predictions
             print(f"  previous record moved to {previous}", file=stream, flush=True)
         if isolate:
             record = run_isolated(spec, path, argv, on_start=claim.set_worker)

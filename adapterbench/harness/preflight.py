@@ -18,7 +18,6 @@ Nothing is written: a matrix that fails preflight leaves its output folder as it
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -26,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from adapterbench.errors import UserError
-from adapterbench.harness.run import RunSpec, prepare_variant, select_device
+from adapterbench.harness.loop import schedule_steps
+from adapterbench.harness.run import ResolvedRun, RunSpec, resolve
 from adapterbench.models import check_available, check_files, meta_model, resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.data import load_examples
@@ -68,17 +68,20 @@ def preflight(specs: list[RunSpec]) -> None:
     needed: dict[str, int] = {}
     trainable: dict[tuple[Any, ...], int | None] = {}
     for spec in specs:
-        _, variant, settings, _ = _prepared(spec)
-        select_device(settings)
+        run = resolve(spec)  # every setting, the device, the task and the model, as the run will see them
+        variant, settings = _named(spec, run.new_variant), run.settings
         n_train = train_sizes[spec.task]
         if n_train is not None:
-            n = min(n_train, settings.max_train_samples or n_train)
-            total = math.ceil(n / settings.batch_size) * settings.epochs
-            variant.validate_schedule(min(total, settings.max_steps or total))
-        task = get_task(spec.task)
+            available = n_train - settings.holdout_samples
+            if available < 1:
+                raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples for task "
+                                f"{spec.task!r} (its training split has {n_train})")
+            n = min(available, settings.max_train_samples or available)
+            variant.validate_schedule(schedule_steps(n, settings)[1])
+        task = run.task
         key = (spec.variant, repr(sorted(spec.overrides.items())), spec.model, task.kind, task.num_labels)
         if key not in trainable:
-            trainable[key] = dry_apply(spec, refs[spec.model], task.kind, task.num_labels)
+            trainable[key] = dry_apply(run, refs[spec.model])
         checkpoint = 4 * (trainable[key] or 0) if settings.save_checkpoint else 0  # fp32 tensors
         needed[spec.out_dir] = needed.get(spec.out_dir, 0) + RECORD_BYTES + checkpoint
     for out, bytes_needed in needed.items():
@@ -122,7 +125,7 @@ def check_free_space(out: str, needed: int) -> None:
                         f"{_mib(want)} (records and checkpoints); free space or give another --out")
 
 
-def dry_apply(spec: RunSpec, ref: Any, kind: str, num_labels: int) -> int | None:
+def dry_apply(run: ResolvedRun, ref: Any) -> int | None:
     """Apply the run's variant to the model's structure on the meta device; its trainable parameter count.
 
     A :class:`UserError` from the variant (bad targets, unsupported architecture) is raised with the run named;
@@ -130,8 +133,9 @@ def dry_apply(spec: RunSpec, ref: Any, kind: str, num_labels: int) -> int | None
     """
     from adapterbench.harness.run import _arch_or_none
 
-    _, variant, _, _ = _prepared(spec)
-    model = meta_model(ref, kind, num_labels)
+    spec = run.spec
+    variant = _named(spec, run.new_variant)
+    model = meta_model(ref, run.task.kind, run.task.num_labels)
     try:
         variant.apply(model, _arch_or_none(model))
     except UserError as exc:
@@ -141,10 +145,10 @@ def dry_apply(spec: RunSpec, ref: Any, kind: str, num_labels: int) -> int | None
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _prepared(spec: RunSpec) -> Any:
-    """:func:`prepare_variant`, with the variant named in its errors (a Config's own messages may not say)."""
+def _named(spec: RunSpec, make: Any) -> Any:
+    """``make()``, with the variant named in its errors (a Config's own messages may not say which)."""
     try:
-        return prepare_variant(spec)
+        return make()
     except UserError as exc:
         if spec.variant in str(exc):
             raise

@@ -8,10 +8,7 @@ traceback kept in the record).
 from __future__ import annotations
 
 import os
-import platform
 import random
-import subprocess
-import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -22,22 +19,30 @@ from typing import Any
 import numpy as np
 import torch
 
-import adapterbench
 from adapterbench.errors import UserError
 from adapterbench.harness.data import iterate, sorted_batches
+from adapterbench.harness.environment import environment
 from adapterbench.harness.loop import Diverged, autocast_factory, train_and_evaluate
 from adapterbench.harness.measure import count_parameters, paired_latency
-from adapterbench.harness.records import SCHEMA_VERSION, checkpoint_path, make_run_id
-from adapterbench.harness.settings import TrainSettings, resolve_settings, split_overrides
+from adapterbench.harness.records import (
+    SCHEMA_VERSION,
+    checkpoint_path,
+    make_run_id,
+    write_predictions,
+)
+from adapterbench.harness.settings import TrainSettings, resolve_lr, resolve_settings, split_overrides
+from adapterbench.harness.trackers import make_trackers
 from adapterbench.models import ModelRef, load_model, load_tokenizer, resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.encode import encode_split
+from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.tasks.spec import TaskSpec
 from adapterbench.variants import VARIANTS
 from adapterbench.variants.base import Variant, build_config
 from adapterbench.variants.targets import arch_for
 
 SUBSET_SEED = 0  # every variant and seed sees the same training subset; seeds vary init and order
+HOLDOUT_SPLIT = "train_holdout"  # the evaluated split of a run with holdout_samples (a sweep's trial)
 
 
 @dataclass
@@ -50,20 +55,62 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     out_dir: str = "results"
+    # The content fingerprint of the data the run reads (tasks.fingerprint.data_identity); part of its identity,
+    # so the same command on other data is another run, never "already done".
+    data_fingerprint: str = ""
+    # What the run is part of (a sweep's trial or final, ...); recorded, never part of the identity.
+    tags: dict[str, Any] = field(default_factory=dict)
+    # Experiment trackers that also get the run (``--log-to mlflow``); never part of the identity.
+    trackers: list[str] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
-        return make_run_id(self.task, self.variant, self.model, self.profile, self.seed, self.overrides)
+        return make_run_id(self.task, self.variant, self.model, self.profile, self.seed, self.overrides,
+                           data=self.data_fingerprint)
 
 
-def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
-    """The variant instance and loop settings of ``spec``; raises :class:`UserError` on bad settings."""
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A run with every name and default resolved, once: what preflight checks, the record states and the run
+    uses. Building it raises :class:`UserError` for any bad setting, before anything trains."""
+
+    spec: RunSpec
+    variant_cls: type[Variant]
+    variant_overrides: dict[str, Any]
+    origin: str
+    settings: TrainSettings
+    lr: float
+    device: torch.device
+    precision: str
+    task: TaskSpec
+    model: ModelRef
+
+    def new_variant(self) -> Variant:
+        """A fresh variant instance (variants hold per-run state, so each run builds its own)."""
+        return self.variant_cls(build_config(self.variant_cls, dict(self.variant_overrides)))
+
+    @property
+    def loop_task(self) -> TaskSpec:
+        """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one."""
+        return self.task.derive(eval_splits=(HOLDOUT_SPLIT,)) if self.settings.holdout_samples else self.task
+
+
+def resolve(spec: RunSpec) -> ResolvedRun:
     entry = VARIANTS.entry(spec.variant)
     variant_cls = entry.load()
     train_over, variant_over = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
-    variant = variant_cls(build_config(variant_cls, variant_over))
+    build_config(variant_cls, variant_over)  # unknown keys raise here
     settings = resolve_settings(spec.profile, train_over)
-    return variant_cls, variant, settings, entry.origin
+    device, precision = select_device(settings)
+    return ResolvedRun(spec=spec, variant_cls=variant_cls, variant_overrides=variant_over, origin=entry.origin,
+                       settings=settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings),
+                       device=device, precision=precision, task=get_task(spec.task), model=resolve_model(spec.model))
+
+
+def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
+    """The variant instance and loop settings of ``spec`` (kept for callers that need only these)."""
+    run = resolve(spec)
+    return run.variant_cls, run.new_variant(), run.settings, run.origin
 
 
 def select_device(settings: TrainSettings) -> tuple[torch.device, str]:
@@ -88,12 +135,31 @@ def _native_bf16(device: torch.device) -> bool:
             return torch.cuda.is_bf16_supported()
 
 
+def subset_ids(n: int, limit: int | None, salt: str = "") -> list[int]:
+    """Indices of a fixed random subset of ``range(n)`` (same for every variant and seed), in order."""
+    if limit is None or n <= limit:
+        return list(range(n))
+    return sorted(random.Random(f"{SUBSET_SEED}{salt}" if salt else SUBSET_SEED).sample(range(n), limit))
+
+
 def subset(examples: list[Any], limit: int | None) -> list[Any]:
     """A fixed random subset (same for every variant and seed), in the original order."""
-    if limit is None or len(examples) <= limit:
-        return examples
-    keep = sorted(random.Random(SUBSET_SEED).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]
+    return [examples[i] for i in subset_ids(len(examples), limit)]
+
+
+def split_train(n: int, settings: TrainSettings) -> tuple[list[int], list[int]]:
+    """(training ids, held-out ids) of a training split of ``n`` examples.
+
+    The held-out examples are a fixed subset drawn first (its own salt, so it does not move when
+    ``max_train_samples`` changes); the training subset is then drawn from the rest.
+    """
+    held = subset_ids(n, settings.holdout_samples, salt="holdout") if settings.holdout_samples else []
+    if len(held) >= n:
+        raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples "
+                        f"(the training split has {n}); give a smaller number")
+    held_set = set(held)
+    rest = [i for i in range(n) if i not in held_set]
+    return [rest[i] for i in subset_ids(len(rest), settings.max_train_samples)], held
 
 
 def seed_everything(seed: int) -> None:
@@ -111,35 +177,42 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "status": "failed",
                               "error": None, "seed": spec.seed, "profile": spec.profile,
                               "variant": {"name": spec.variant}, "task": {"name": spec.task},
-                              "model": {"name": spec.model}, "training": {"overrides": spec.overrides}}
+                              "model": {"name": spec.model}, "training": {"overrides": spec.overrides},
+                              "data": {"fingerprint": spec.data_fingerprint}, "tags": spec.tags}
     try:
-        variant_cls, variant, settings, origin = prepare_variant(spec)
-        record["variant"] = {"name": spec.variant, "origin": origin, "config": asdict(variant.config),
-                             "mergeable": variant_cls.mergeable}
-        device, precision = select_device(settings)
-        lr = settings.lr if settings.lr is not None else variant_cls.default_lr
-        record["training"] = {**settings.as_dict(), "lr": lr, "precision": precision, "device": str(device),
-                              "overrides": spec.overrides}
-        record["task"] = task_summary(get_task(spec.task))
-        ref = resolve_model(spec.model)
-        record["model"] = {"name": ref.name, "path": ref.path, "weights_sha256": ref.weights_sha256}
+        describe_run(record, resolve(spec))
     except UserError:
         pass  # the run itself raises it again and records the message
     return record
+
+
+def describe_run(record: dict[str, Any], run: ResolvedRun) -> None:
+    """The record's variant, training, task, data and model sections, from the resolved run."""
+    record["variant"] = {"name": run.spec.variant, "origin": run.origin, "config": asdict(run.new_variant().config),
+                         "mergeable": run.variant_cls.mergeable}
+    record["training"] = {**run.settings.as_dict(), "lr": run.lr, "precision": run.precision,
+                          "device": str(run.device), "overrides": run.spec.overrides}
+    record["task"] = task_summary(run.loop_task)
+    record["data"] = data_identity(run.task, run.spec.data_dir)
+    record["model"] = {"name": run.model.name, "path": run.model.path, "weights_sha256": run.model.weights_sha256}
 
 
 def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     """Run ``spec`` and return its record (never raises for a failed run; ``UserError`` is recorded too)."""
     wall_start = time.perf_counter()
     record = base_record(spec)
+    trackers = make_trackers(spec.trackers) if spec.trackers else []
+    _notify(trackers, "run_started", record)
     try:
-        _run(spec, record, progress)
+        _run(resolve(spec), record, progress, trackers)
         record["status"] = "ok"
     except Exception as exc:  # a benchmark matrix goes on; the record keeps the traceback
         record.update(status=status_of(exc), error=_error(exc))
     record.setdefault("measurements", {})["time/wall_s"] = time.perf_counter() - wall_start
-    record["environment"] = environment(record.get("training", {}).get("device"))
+    training = record.get("training", {})
+    record["environment"] = environment(training.get("device"), training.get("precision"))
     record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    _notify(trackers, "run_finished", record)
     return record
 
 
@@ -159,20 +232,35 @@ def status_of(exc: BaseException) -> str:
     return "failed"
 
 
-def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
-    variant_cls, variant, settings, _ = prepare_variant(spec)
-    task = get_task(spec.task)
-    device, precision = select_device(settings)
-    lr = settings.lr if settings.lr is not None else variant_cls.default_lr
-    ref = resolve_model(spec.model)
+def _notify(trackers: list[Any], event: str, record: dict[str, Any]) -> None:
+    """A tracker that fails costs a note in the record, never the run."""
+    for tracker in trackers:
+        try:
+            getattr(tracker, event)(record)
+        except Exception as exc:  # noqa: BLE001 - an external service's error must not end the matrix
+            record.setdefault("notes", []).append(f"tracker {type(tracker).__name__}.{event} failed: {exc}")
+
+
+def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, observers: list[Any] | None = None) -> None:
+    spec, settings, task, device, precision, ref = run.spec, run.settings, run.task, run.device, run.precision, run.model
+    variant = run.new_variant()
 
     seed_everything(spec.seed)
     tokenizer = load_tokenizer(ref)
     data_dir = Path(spec.data_dir) if spec.data_dir else None
-    train = subset(encode_split(task, task.train_split, tokenizer, settings.max_length, data_dir),
-                   settings.max_train_samples)
-    evals = {split: subset(encode_split(task, split, tokenizer, settings.max_length, data_dir),
-                           settings.max_eval_samples) for split in task.eval_splits}
+    train_all = encode_split(task, task.train_split, tokenizer, settings.max_length, data_dir)
+    train_ids, held_ids = split_train(len(train_all), settings)
+    train = [train_all[i] for i in train_ids]
+    if settings.holdout_samples:  # selection split: the reported eval splits are not even read
+        eval_ids = {HOLDOUT_SPLIT: held_ids}
+        evals = {HOLDOUT_SPLIT: [train_all[i] for i in held_ids]}
+    else:
+        eval_ids, evals = {}, {}
+        for split in task.eval_splits:
+            examples = encode_split(task, split, tokenizer, settings.max_length, data_dir)
+            eval_ids[split] = subset_ids(len(examples), settings.max_eval_samples)
+            evals[split] = [examples[i] for i in eval_ids[split]]
+    loop_task = run.loop_task
     record["training"].update(train_examples=len(train), eval_examples={k: len(v) for k, v in evals.items()})
 
     model, missing = _load(ref, task, tokenizer, device)
@@ -186,20 +274,26 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
     measurements = record.setdefault("measurements", {})
     measurements.update(count_parameters(model, original_ids, set(missing)))
 
-    result = train_and_evaluate(model, variant, task, train, evals, settings, lr, spec.seed, device, precision,
-                                tokenizer.pad_token_id, progress)
+    result = train_and_evaluate(model, variant, loop_task, train, evals, settings, run.lr, spec.seed, device,
+                                precision, tokenizer.pad_token_id, progress, observers=observers)
     measurements.update(result.measurements)
-    record["training"]["total_steps"] = measurements.pop("training/total_steps")
-    record["training"]["steps_per_epoch"] = measurements.pop("training/steps_per_epoch")
+    record["training"].update(total_steps=result.total_steps, steps_per_epoch=result.steps_per_epoch)
     record["history"] = result.history
-    primary_key = f"{task.primary_split}/{task.primary_metric}"
+    record["steps"] = {"loss": result.step_losses, "time_s": result.step_times}
+    deployed = {point: _deployed(variant, model, point, measurements) for point in [None, *variant.eval_points()]}
+    measurements["params/deployed_adapter"] = deployed[None]
+    for entry in result.points:
+        entry["params/deployed_adapter"] = deployed[entry["point"]]
+    primary_key = f"{loop_task.primary_split}/{loop_task.primary_metric}"
     record["metrics"] = {
-        "primary": {"name": task.primary_metric, "split": task.primary_split,
+        "primary": {"name": loop_task.primary_metric, "split": loop_task.primary_split,
                     "value": result.final.get(primary_key), "best_value": result.best.get(primary_key),
                     "best_epoch": result.best.get("epoch")},
         "final": result.final, "best": result.best, "points": result.points,
     }
     record["variant_info"] = variant.describe(model)
+    record["predictions"] = write_predictions(Path(spec.out_dir), spec.run_id, eval_ids, result.references,
+                                              result.predictions)
 
     if settings.save_checkpoint:
         measurements.update(_save_checkpoint(variant, model, Path(spec.out_dir), spec.run_id))
@@ -209,6 +303,12 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
         measurements.update(_inference_overhead(variant, model, base_model, latency_batches, device,
                                                 autocast_factory(device, precision)))
         del base_model
+
+
+def _deployed(variant: Variant, model: torch.nn.Module, point: Any, measurements: dict[str, Any]) -> int:
+    """Adapter parameters kept when deployed at ``point``; every trained one unless the variant says fewer."""
+    count = variant.deployed_parameters(model, point)
+    return int(measurements["params/trainable_adapter"] if count is None else count)
 
 
 def _load(ref: ModelRef, task: TaskSpec, tokenizer: Any, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
@@ -288,55 +388,3 @@ def task_summary(task: TaskSpec) -> dict[str, Any]:
 def _error(exc: BaseException) -> dict[str, str]:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return {"type": type(exc).__name__, "message": message, "traceback": traceback.format_exc()}
-
-
-_ENVIRONMENT: dict[str, Any] | None = None
-
-
-def environment(device: str | None = None) -> dict[str, Any]:
-    """Versions, device and the project's git commit; ``device`` (e.g. "cuda:1") picks the GPU named."""
-    global _ENVIRONMENT
-    if _ENVIRONMENT is None:
-        import transformers
-
-        try:
-            import peft
-            peft_version = peft.__version__
-        except ImportError:
-            peft_version = None
-        cuda = torch.cuda.is_available()
-        commit, dirty = git_state(Path(adapterbench.__file__).resolve().parent.parent)
-        _ENVIRONMENT = {
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft_version,
-            "adapterbench": adapterbench.__version__, "platform": platform.platform(),
-            "device_name": cpu_name(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.version.cuda if cuda else None,
-            "git_commit": commit, "git_dirty": dirty, "argv": sys.argv[1:],
-        }
-    if device and device.startswith("cuda") and torch.cuda.is_available():
-        return {**_ENVIRONMENT, "device_name": torch.cuda.get_device_name(torch.device(device))}
-    return _ENVIRONMENT
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_state(folder: Path) -> tuple[str | None, bool | None]:
-    """The project's commit and whether its tracked files have changes (None outside a checkout)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
-        return commit, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
