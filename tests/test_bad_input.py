@@ -401,6 +401,23 @@ def test_hub_model_without_network(env, capsys, monkeypatch):
                      ("is a hub id", "127.0.0.1:9 cannot be reached"))
 
 
+def test_out_folder_that_fills_during_the_matrix(env, capsys, monkeypatch):
+    from adapterbench.harness import matrix
+
+    def full_disk(path, record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matrix, "write_record", full_disk)
+    out = env.tmp / "filling"
+    assert main(env.run("--in-process", out=out)) == 2
+    err = capsys.readouterr().err  # in this process transformers' loading bars come first; the worker hides them
+    lines = [line for line in err.splitlines() if line.startswith("bench")]
+    assert len(lines) == 1 and "Traceback" not in err
+    for needle in ("cannot write the record", str(out), "No space left on device", "rerun it"):
+        assert needle in lines[0]
+    assert list(out.glob("*.json")) == [] and list((out / ".claims").glob("*")) == []
+
+
 def test_duplicates_are_run_once(env, capsys):
     from adapterbench.harness.matrix import expand
 

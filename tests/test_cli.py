@@ -131,6 +131,36 @@ def test_list_variants_and_tasks(capsys):
         assert f"\n{name} " in out, name
 
 
+def test_list_reads_variants_without_importing_torch():
+    code = ("import sys; from adapterbench.cli import main; main(['list', 'variants']); main(['list', 'tasks']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lora " in result.stdout and "sst2 " in result.stdout
+
+
+def test_static_variant_summaries_match_the_classes():
+    from adapterbench.cli import variant_summary
+    from adapterbench.listing import static_summary
+    from adapterbench.variants import VARIANTS
+
+    for entry in VARIANTS.entries():
+        static = static_summary(entry.target) if isinstance(entry.target, str) else None
+        cls = entry.load()
+        assert static is not None, f"{entry.name}: read by import, so bench list would import torch"
+        assert (static.paper, static.default_lr, static.defaults) == (
+            cls.paper, cls.default_lr, dict(vars(cls.Config()))), entry.name
+        assert variant_summary(entry) == static
+
+
+def test_bench_without_a_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("bench: error: give a subcommand: run, list, report or compare "
+                                               "(see bench --help)")
+
+
 def test_a_failing_run_is_recorded_and_the_matrix_goes_on(tmp_path, tiny_folder, capsys):
     # lr=1e38 overflows float32, so the loss becomes non-finite: that run is recorded as diverged, the next one still runs.
     out = tmp_path / "out"

@@ -65,9 +65,11 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
                argv: list[str] | None = None) -> int:
     """Run every spec not already done; returns 0 when every run is ok (or was skipped as ok), else 1.
 
-    ``argv`` is the user's command line, written into each record's ``environment.argv``.
+    ``argv`` is the user's command line, written into each record's ``environment.argv`` (default: this
+    process's arguments; a worker's own would only name its record file).
     """
     stream = stream or sys.stdout
+    argv = list(sys.argv[1:]) if argv is None else argv
     out_dir = Path(specs[0].out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
