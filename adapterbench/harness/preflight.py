@@ -5,7 +5,7 @@ run at the end. :func:`preflight` checks, in order from cheapest to dearest:
 
 1. seeds (``0 .. 2**32 - 1``: NumPy's seed range, which the harness seeds with every run seed);
 2. the output folder: not a file, not under a file, creatable, writable (a file is created and deleted there),
-   its ``checkpoints/``, ``superseded/`` and ``.claims/`` entries folders when present;
+   its ``checkpoints/``, ``predictions/``, ``superseded/`` and ``.claims/`` entries folders when present;
 3. the data folder, every model (weights' hash, safetensors header, tokenizer; a hub id when offline) and every
    task's splits (read and parsed in full: a bad line anywhere is reported now);
 4. every run's settings (loop settings, variant Config, device, the variant's schedule check);
@@ -32,7 +32,7 @@ from adapterbench.tasks import get_task
 from adapterbench.tasks.data import load_examples
 
 SEED_MAX = 2**32 - 1
-OUT_SUBFOLDERS = ("checkpoints", "superseded", ".claims")
+OUT_SUBFOLDERS = ("checkpoints", "predictions", "superseded", ".claims")
 RECORD_BYTES = 1 << 20  # a record with its history, with room to spare
 MIN_FREE_BYTES = 64 << 20  # never start a matrix with less than this free, whatever the estimate says
 
