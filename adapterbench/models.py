@@ -183,12 +183,8 @@ def meta_model(ref: ModelRef, kind: str, num_labels: int) -> Any:
     that match nothing, an unsupported architecture) fail before the first run, in milliseconds.
     """
     import torch
-    from transformers import AutoConfig
 
-    try:
-        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False, **_head_kwargs(kind, num_labels))
-    except Exception as exc:  # noqa: BLE001 - unreadable config.json, unknown model_type: one line
-        raise UserError(f"model {ref.name!r}: cannot read its config ({_first_line(exc)})") from None
+    config = head_config(ref, kind, num_labels)
     try:
         with torch.device("meta"):
             return _auto_class(kind).from_config(config, trust_remote_code=False)
@@ -207,13 +203,25 @@ def _auto_class(kind: str) -> Any:
     return AutoModelForTokenClassification if kind == "token_classification" else AutoModelForSequenceClassification
 
 
-def _head_kwargs(kind: str, num_labels: int) -> dict[str, Any]:
-    extra: dict[str, Any] = {"num_labels": num_labels}
+def head_config(ref: ModelRef, kind: str, num_labels: int) -> Any:
+    """The model's config with the task head's ``problem_type`` and ``num_labels``.
+
+    Set one after the other, problem type first: passed together to ``from_pretrained``, transformers checks
+    ``num_labels=1`` against the checkpoint's own ``problem_type`` (a classifier's config.json says
+    ``single_label_classification``) and refuses a regression head on it.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - unreadable config.json, unknown model_type: one line
+        raise UserError(f"model {ref.name!r}: cannot read its config ({_first_line(exc)})") from None
     if kind == "regression":
-        extra["problem_type"] = "regression"
+        config.problem_type = "regression"
     elif kind == "classification":
-        extra["problem_type"] = "single_label_classification"
-    return extra
+        config.problem_type = "single_label_classification"
+    config.num_labels = num_labels
+    return config
 
 
 def load_tokenizer(ref: ModelRef) -> Any:
@@ -234,7 +242,7 @@ def load_model(ref: ModelRef, kind: str, num_labels: int, pad_token_id: int | No
     sequence-classification head (``num_labels == 1`` means regression with MSE).
     """
     auto = _auto_class(kind)
-    extra = _head_kwargs(kind, num_labels)
+    extra: dict[str, Any] = {"config": head_config(ref, kind, num_labels)}
     # Train in fp32 whatever dtype the checkpoint was saved in (transformers 5 would keep a bf16 checkpoint in
     # bf16); mixed precision on CUDA comes from autocast, not from half-precision weights.
     import torch

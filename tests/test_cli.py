@@ -145,8 +145,8 @@ def test_static_variant_summaries_match_the_classes():
     from adapterbench.variants import VARIANTS
 
     for entry in VARIANTS.entries():
-        static = static_summary(entry.target) if isinstance(entry.target, str) else None
-        cls = entry.load()
+        cls = entry.load()  # the entry's target is now the class (other tests may have loaded it already)
+        static = static_summary(f"{cls.__module__}:{cls.__name__}")
         assert static is not None, f"{entry.name}: read by import, so bench list would import torch"
         assert (static.paper, static.default_lr, static.defaults) == (
             cls.paper, cls.default_lr, dict(vars(cls.Config()))), entry.name
