@@ -226,11 +226,15 @@ def test_kill_9_of_the_worker_is_recorded(tiny, tmp_path):
     assert list((out / ".claims").glob("*.lock")) == []
 
 
-def test_ctrl_c_stops_cleanly(tiny, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupts_stop_cleanly(tiny, tmp_path, how):
     out = tmp_path / "out"
     parent = start(bench_args(tiny, out, variants="full"), tmp_path)
     wait_for_worker(out)
-    os.killpg(parent.pid, signal.SIGINT)  # what a terminal does: the whole foreground process group
+    if how == "ctrl-c":
+        os.killpg(parent.pid, signal.SIGINT)  # what a terminal does: the whole foreground process group
+    else:
+        parent.terminate()  # a scheduler stopping the job: only the parent is signalled
     _, stderr = parent.communicate(timeout=120)
     assert parent.returncode == 130
     assert stderr.strip() == "bench: interrupted; finished runs are kept, rerun the same command to resume"
