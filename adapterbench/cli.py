@@ -1,4 +1,4 @@
-"""The ``bench`` command line: ``run``, ``list``, ``report`` and ``compare``.
+"""The ``bench`` command line: ``run``, ``list``, ``report``, ``compare`` and ``export``.
 
 Bad input ends with one line on standard error naming the bad value and what is allowed, and exit status 2;
 no traceback. ``bench run`` exits 1 when any run of the matrix did not end ``ok``.
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
-        parser.error("give a subcommand: run, list, report or compare")
+        parser.error("give a subcommand: run, sweep, list, report, compare, export or history")
     if extra:  # reported by the subcommand's parser, so the hint names "bench run --help"
         getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the user's command line, for the records
@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from adapterbench.reports.cli import (
         compare_command,
         configure_compare_parser,
+        configure_export_parser,
         configure_report_parser,
+        export_command,
         report_command,
     )
 
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare CURRENT records with BASELINE records; exit 1 on regression")
     configure_compare_parser(compare)
     compare.set_defaults(handler=compare_command, parser=compare)
+    export = sub.add_parser("export", help="write run records as CSV or Parquet tables (runs, points, history)")
+    configure_export_parser(export)
+    export.set_defaults(handler=export_command, parser=export)
     return parser
 
 

@@ -161,7 +161,7 @@ def break_model(env: Env, action: Callable[[Path], object]) -> list[str]:
 PASSWD = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
 
 CLI = [
-    Case("no-subcommand", lambda e: [], ("give a subcommand: run, list", "see bench --help"), ("bench bench",)),
+    Case("no-subcommand", lambda e: [], ("give a subcommand: run, sweep, list", "see bench --help"), ("bench bench",)),
     Case("unknown-subcommand", lambda e: ["runn"], ("invalid choice: 'runn'", "see bench --help")),
     Case("unknown-option", lambda e: e.run("--sed", "1"), ("unrecognized arguments: --sed", "bench run --help")),
     Case("variant-typo", lambda e: e.run(variants="lroa"), ("unknown variant 'lroa'", "Did you mean 'lora'")),

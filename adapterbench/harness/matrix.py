@@ -38,6 +38,7 @@ from adapterbench.harness.records import (
 from adapterbench.harness.run import RunSpec, base_record, environment
 from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.harness.worker import EXIT_INTERRUPTED
+from adapterbench.reports.units import summary_line
 from adapterbench.tasks import get_task
 from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
@@ -234,45 +235,3 @@ def _dead_worker_record(spec: RunSpec, path: Path, code: int, wall_s: float, arg
     record = with_argv(record, argv)
     _write(path, record)
     return record
-
-
-def summary_line(record: dict[str, Any]) -> str:
-    """One line per finished run: metric, trainable params, peak memory, samples/s, time."""
-    status = record.get("status")
-    if status != "ok":
-        error = (record.get("error") or {}).get("message", "")
-        return f"{status.upper()}: {error}"
-    m = record.get("measurements", {})
-    primary = record.get("metrics", {}).get("primary", {})
-    points = [p for p in record.get("metrics", {}).get("points", []) if p.get("point") is not None]
-    metric = f"{primary.get('split')}/{primary.get('name')}={_fmt(primary.get('value'))}"
-    if points:
-        key = f"{primary.get('split')}/{primary.get('name')}"
-        metric += " (" + ", ".join(f"@{p['point']}:{_fmt(p.get(key))}" for p in points) + ")"
-    # "outside the head": the adapter for PEFT variants, the whole backbone for full fine-tuning
-    return (f"ok: {metric} | trainable {_count(m.get('params/trainable_adapter'))} + "
-            f"{_count(m.get('params/trainable_head'))} head ({_fmt(m.get('params/trainable_percent'), 2)}%) | "
-            f"peak {_bytes(m.get('memory/peak_bytes'))} | {_fmt(m.get('throughput/train_samples_per_s'), 1)} "
-            f"samples/s | {_fmt(m.get('time/wall_s'), 0)} s")
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _count(n: Any) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
-def _bytes(n: Any) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"

@@ -175,6 +175,8 @@ class DyLoRAConfig(VariantConfig):
 class DyLoRA(Variant):
     """Dynamic-rank LoRA; see the module docstring for the formula, the modes and the sources."""
 
+    # What the reports chart (adapterbench.schema.ReportHints): the evaluation points are ranks.
+    report_hints = {"points": {"axis": "evaluated rank r", "label": "r={point}", "scale": "log2"}}
     name = "dylora"
     paper = ("Valipour et al., 2023, DyLoRA: Parameter-Efficient Tuning of Pre-trained Models using Dynamic "
              "Search-Free Low-Rank Adaptation https://arxiv.org/abs/2210.07558")
@@ -275,6 +277,7 @@ class DyLoRA(Variant):
             "merge_rank": self.config.merge_rank or self.config.r,
             "adapted_modules": len(dylora_layers(model)),
             "sampled_rank_counts": {str(k): v for k, v in sorted(self._sampled.items())},
+            "report": self.report_hints,
         }
 
     def deployed_parameters(self, model: nn.Module, point: Any) -> int | None:
