@@ -18,6 +18,7 @@ and the environment as ``"config.<name>"``, ``"training.<name>"`` and ``"env.<na
 Which runs may be averaged together is decided by two columns: the comparable group (:data:`GROUP_COLUMNS`: task
 and version, model name and weights, profile) and ``config`` (the variant's resolved settings and the loop
 settings that change the numbers, as canonical JSON). The reports group by exactly these.
+(The group also holds the primary metric's split and the data fingerprint.)
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ from adapterbench import schema
 from adapterbench.harness.records import Scan, scan_records
 from adapterbench.reports.units import point_label
 
-GROUP_COLUMNS = ("task", "task_version", "model", "weights_sha256", "profile")
+# The primary metric's split is part of the group: a sweep's trials (scored on held-out training data) are never
+# averaged with runs scored on dev; so is the data fingerprint: runs on other data are other runs.
+GROUP_COLUMNS = ("task", "task_version", "model", "weights_sha256", "profile", "primary_metric",
+                 "data_fingerprint")
 # Resolved loop settings that change the numbers (the rest, e.g. checkpoint saving, only changes bookkeeping).
 IDENTITY_TRAINING_KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup_ratio", "weight_decay",
                           "max_grad_norm", "max_train_samples", "max_eval_samples", "max_steps", "precision",
-                          "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches")
+                          "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches",
+                          "holdout_samples")
 
 # name -> (dtype, meaning). The families "<split>/<metric>", measurement keys, "config.*", "training.*" and
 # "env.*" follow these.
@@ -163,6 +168,8 @@ def _keys(record: schema.Record) -> dict[str, Any]:
             "task": _text(task.get("name")), "task_version": _text(task.get("version")),
             "model": _text(model.get("name")), "weights_sha256": model.get("weights_sha256"),
             "profile": record.get("profile"), "variant": _text(record.get("variant", {}).get("name")),
+            "primary_metric": schema.primary_key(record),
+            "data_fingerprint": (record.get("data") or {}).get("fingerprint"),
             "config": _canonical(config_settings(record)), "seed": record["seed"]}
 
 
