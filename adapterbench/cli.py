@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "(the old record is moved to superseded/)")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
+    run.add_argument("--executor", default="local", help="local (this machine; the default) or ray (a Ray "
+                     "cluster; needs pip install \"adapterbench[ray]\")")
+    run.add_argument("--address", default=None, help="with --executor ray: 'auto' or HOST:PORT of an existing "
+                     "cluster (default: start a local Ray instance for this matrix)")
+    run.add_argument("--devices", default=None, help="local executor: one run per GPU at a time on these GPUs "
+                     "('0,1,3' or 'all'); the device is recorded, not part of the run id")
+    run.add_argument("--cpus-per-run", type=float, default=None, help="with --executor ray on a cluster "
+                     "without GPUs: CPUs each run asks for (default 1)")
+    run.add_argument("--retries", type=int, default=None, help="with --executor ray: resubmit a run whose Ray "
+                     "worker died up to N times before recording it failed (default 0)")
+    run.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N of the matrix "
+                     "(deterministic by run id; the N shards together are the whole matrix)")
     run.set_defaults(handler=_cmd_run)
 
     lst = sub.add_parser("list", help="list variants or tasks")
@@ -103,8 +115,10 @@ def _load_matrix(path: str) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from adapterbench.harness.executors import make_executor
     from adapterbench.harness.matrix import expand, preflight, run_matrix
     from adapterbench.harness.settings import parse_overrides
+    from adapterbench.harness.shards import parse_shard, select_shard
 
     matrix = _load_matrix(args.matrix) if args.matrix else {}
 
@@ -136,8 +150,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     profile = args.profile or matrix.get("profile") or "quick"
     out = args.out or matrix.get("out") or "results"
     specs = expand(variants, tasks, seeds, model, profile, overrides, data_dir, out)
+    executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries,
+                             args.in_process)
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        whole, specs = len(specs), select_shard(specs, index, count)
+        print(f"shard {index}/{count}: {len(specs)} of the matrix's {whole} runs")
+        if not specs:
+            return 0
     preflight(specs)
-    return run_matrix(specs, force=args.force, isolate=not args.in_process)
+    return run_matrix(specs, force=args.force, executor=executor)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -15,25 +15,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from adapterbench.errors import UserError
-from adapterbench.harness.records import (
-    checkpoint_path,
-    existing_status,
-    read_record,
-    record_path,
-    supersede,
-    write_record,
-)
+from adapterbench.harness.records import existing_status, read_record, record_path, write_record
 from adapterbench.harness.run import RunSpec, base_record, environment, prepare_variant, select_device
 from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.models import resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.data import load_examples
 from adapterbench.variants import VARIANTS
+
+if TYPE_CHECKING:
+    from adapterbench.harness.executors import Executor
 
 
 def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, profile: str,
@@ -76,29 +73,25 @@ def preflight(specs: list[RunSpec]) -> None:
             variant.validate_schedule(min(total, settings.max_steps or total))
 
 
-def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None
-               ) -> int:
-    """Run every spec not already done; returns 0 when every run is ok (or was skipped as ok), else 1."""
+def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None,
+               executor: Executor | None = None) -> int:
+    """Run every spec not already done on ``executor`` (default: one after another here); returns 0 when every run
+    is ok (or was skipped as ok), else 1."""
+    from adapterbench.harness.executors import Job, LocalExecutor, Tracker
+
     stream = stream or sys.stdout
+    executor = executor or LocalExecutor(isolate=isolate)
+    executor.check(specs)
     out_dir = Path(specs[0].out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in specs if force or existing_status(record_path(out_dir, s.run_id)) != "ok"]
     skipped = len(specs) - len(todo)
     print(f"matrix: {len(specs)} runs ({len({s.variant for s in specs})} variants x {len({s.task for s in specs})}"
           f" tasks x {len({s.seed for s in specs})} seeds), {skipped} already done, {len(todo)} to run; "
-          f"records in {out_dir}/", file=stream, flush=True)
-    all_ok = True
-    for number, spec in enumerate(todo, 1):
-        path = record_path(out_dir, spec.run_id)
-        print(f"[{number}/{len(todo)}] {spec.task} / {spec.variant} / seed {spec.seed}", file=stream, flush=True)
-        previous = supersede(path)  # kept, never overwritten
-        if previous is not None:
-            supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
-            print(f"  previous record moved to {previous}", file=stream, flush=True)
-        record = _run_isolated(spec, path) if isolate else _run_here(spec, path)
-        print("  " + summary_line(record), file=stream, flush=True)
-        all_ok &= record.get("status") == "ok"
-    return 0 if all_ok else 1
+          f"records in {out_dir}/" + (f"; executor: {executor.describe()}" if todo else ""), file=stream, flush=True)
+    tracker = Tracker(len(todo), stream)
+    executor.run([Job(spec, record_path(out_dir, spec.run_id), n) for n, spec in enumerate(todo, 1)], tracker)
+    return 0 if tracker.all_ok else 1
 
 
 def _run_here(spec: RunSpec, path: Path) -> dict[str, Any]:
@@ -109,10 +102,22 @@ def _run_here(spec: RunSpec, path: Path) -> dict[str, Any]:
     return record
 
 
-def _run_isolated(spec: RunSpec, path: Path) -> dict[str, Any]:
+def _run_isolated(spec: RunSpec, path: Path, env: dict[str, str] | None = None,
+                  placement: dict[str, Any] | None = None, on_start: Callable[[subprocess.Popen], None] | None = None,
+                  die_with_parent: bool = False) -> dict[str, Any]:
+    """Run ``spec`` in a fresh worker process and return its record (written at ``path`` whatever happens).
+
+    ``env``: extra environment for the worker (its GPU); ``placement``: where it ran, kept in
+    ``environment.placement``; ``on_start``: called with the worker process; ``die_with_parent``: the worker is
+    killed when this process dies (a Ray task's supervisor). A worker ended by SIGINT was interrupted, not failed:
+    it leaves no record and raises KeyboardInterrupt here.
+    """
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "adapterbench.harness.worker", str(path)],
-                               stdin=subprocess.PIPE, text=True)
+                               stdin=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+                               preexec_fn=_die_with(os.getpid()) if die_with_parent else None)
+    if on_start is not None:
+        on_start(process)
     try:
         process.communicate(json.dumps(asdict(spec)))
     except KeyboardInterrupt:
@@ -127,20 +132,46 @@ def _run_isolated(spec: RunSpec, path: Path) -> dict[str, Any]:
         record = read_record(path)
         if code != 0:
             record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
+        if code != 0 or placement:
+            record.setdefault("environment", {})["placement"] = placement
             write_record(path, record)
         return record
+    if code == -signal.SIGINT:
+        raise KeyboardInterrupt
     # The worker died without writing its record: killed (likely by the out-of-memory killer) or crashed.
     status = "oom" if code == -signal.SIGKILL else "failed"
     reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
     if status == "oom":
         reason += " (most likely the out-of-memory killer)"
-    record = base_record(spec)
-    record.update(status=status, error={"type": "WorkerDied", "message": reason, "traceback": ""},
-                  measurements={"time/wall_s": time.perf_counter() - start},
-                  environment=environment(record.get("training", {}).get("device")),
-                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
+    record = dead_worker_record(spec, status, reason, time.perf_counter() - start, placement)
     write_record(path, record)
     return record
+
+
+def dead_worker_record(spec: RunSpec, status: str, reason: str, wall_s: float | None,
+                       placement: dict[str, Any] | None) -> dict[str, Any]:
+    """The record of a run whose worker died before writing one: identity and settings, status and reason."""
+    record = base_record(spec)
+    env = environment(record.get("training", {}).get("device"))
+    record.update(status=status, error={"type": "WorkerDied", "message": reason, "traceback": ""},
+                  measurements={} if wall_s is None else {"time/wall_s": wall_s},
+                  environment={**env, "placement": placement} if placement else env,
+                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
+    return record
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies (no orphan writes a late record)."""
+    def set_death_signal() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return  # not Linux: the orphan finishes its run; the driver keeps the first record it saw
+        if os.getppid() != parent_pid:  # the parent died before the call above
+            os._exit(1)
+    return set_death_signal
 
 
 def summary_line(record: dict[str, Any]) -> str:
