@@ -73,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
                      "(deterministic by run id; the N shards together are the whole matrix)")
     run.set_defaults(handler=_cmd_run)
 
+    sweep = sub.add_parser("sweep", help="tune every variant with the same budget on held-out training data, "
+                           "then rerun the chosen setting over the seeds on dev")
+    sweep.add_argument("--variants", required=True, help="comma-separated variant names")
+    sweep.add_argument("--task", "--tasks", dest="tasks", required=True, help="comma-separated tasks")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="values to try (default lr=1x,3x,10x: multiples of each variant's paper lr); "
+                            "at most two settings")
+    sweep.add_argument("--seeds", default="0", help="seeds of the final runs (default 0); trials use the first")
+    sweep.add_argument("--holdout", type=int, default=1000,
+                       help="training examples held out for selection (default 1000)")
+    for flag in ("--model", "--profile", "--data-dir", "--out"):
+        sweep.add_argument(flag, default=None)
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--force", action="store_true")
+    sweep.set_defaults(handler=_cmd_sweep)
+
     lst = sub.add_parser("list", help="list variants or tasks")
     lst.add_argument("what", choices=["variants", "tasks"])
     lst.set_defaults(handler=_cmd_list)
@@ -160,6 +176,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 0
     preflight(specs)
     return run_matrix(specs, force=args.force, executor=executor)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from adapterbench.harness.settings import parse_overrides
+    from adapterbench.harness.sweep import parse_grid, run_sweep
+
+    try:
+        seeds = [int(s) for s in _split(args.seeds)]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r} is not allowed; give comma-separated integers") from None
+    if args.holdout < 1:
+        raise UserError(f"--holdout {args.holdout} is not allowed; give a positive number of examples")
+    data_dir = args.data_dir or os.environ.get("ADAPTERBENCH_DATA_DIR")
+    return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
+                     args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
+                     args.out or "results/sweep", holdout=args.holdout, force=args.force)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -135,7 +135,7 @@ def test_runs_on_every_tiny_architecture(arch):
     model = tiny_model(arch)
     head_before = [p.detach().clone() for p in head_parameters(model)]
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, t_init=2, t_final=2, delta_t=1))
+    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, targets="query,value", t_init=2, t_final=2, delta_t=1))
     variant.apply(model, None)
     assert len(variant.layers) == 4  # query and value of 2 blocks
     assert all(p.requires_grad for p in head_parameters(model))
@@ -157,7 +157,7 @@ def test_runs_on_every_tiny_architecture(arch):
 
 def test_budget_history_and_log_during_decrease():
     model = tiny_model("bert")
-    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, t_init=0.2, t_final=0.2, delta_t=1))
+    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, targets="query,value", t_init=0.2, t_final=0.2, delta_t=1))
     variant.apply(model, None)
     train_tiny(variant, model, total_steps=10)
     history = variant.describe(model)["budget"]
@@ -173,7 +173,7 @@ def test_budget_history_and_log_during_decrease():
 
 def test_merge_keeps_logits():
     model = tiny_model("roberta")
-    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, t_init=1, t_final=1))
+    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, targets="query,value", t_init=1, t_final=1))
     variant.apply(model, None)
     train_tiny(variant, model, total_steps=4)
     batch = tiny_batch()
@@ -189,7 +189,7 @@ def test_merge_keeps_logits():
 
 def test_extra_loss_is_the_mean_of_matrix_penalties():
     model = tiny_model("bert")
-    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, orth_reg_weight=0.5))
+    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, targets="query,value", orth_reg_weight=0.5))
     variant.apply(model, None)
     state = TrainState(model=model, optimizer=None, step=0, total_steps=10)
     penalties = [alloc.orthogonality_penalty(layer.lora_P, layer.lora_Q) for layer in variant.layers.values()]
@@ -248,7 +248,7 @@ def test_masking_decisions_equal_peft():
     total, t_init, t_final, delta_t = 12, 2, 3, 2
     ours_model = tiny_model("bert")
     peft_model = copy.deepcopy(ours_model)
-    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, alpha=8.0, t_init=t_init, t_final=t_final,
+    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, targets="query,value", alpha=8.0, t_init=t_init, t_final=t_final,
                                     delta_t=delta_t))
     variant.apply(ours_model, None)
     tuner = _peft_adalora(peft_model, init_r=4, target_r=2, tinit=t_init, tfinal=t_final, deltaT=delta_t,
@@ -312,3 +312,33 @@ def test_masking_decisions_equal_peft():
     assert masked_steps >= 6
     assert sum(layer.rank for _, layer, _ in pairs) == 2 * 4
     assert len({layer.rank for _, layer, _ in pairs}) > 1, "the budget should be re-allocated unevenly"
+
+
+def test_defaults_follow_the_official_sst2_script():
+    c = AdaLoRAConfig()
+    assert (c.init_r, c.target_r, c.alpha, c.orth_reg_weight) == (8, 2, 16.0, 0.1)
+    assert c.targets == "query,key,value,attn_out,ffn_in,ffn_out"
+    assert (c.t_init, c.t_final) == (0.12, 0.44)  # 6000 and 22000 of 50,520 steps
+
+
+def test_lambda_is_weight_decayed_like_the_official_trainer():
+    model = tiny_model("bert")
+    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, targets="query,value"))
+    variant.apply(model, None)
+    groups = variant.param_groups(model, 1e-3, 0.01)
+    decayed = {id(p) for g in groups if g["weight_decay"] == 0.01 for p in g["params"]}
+    for layer in variant.layers.values():
+        assert id(layer.lora_lambda) in decayed and id(layer.lora_P) in decayed
+    head_bias = [p for p in head_parameters(model) if p.ndim == 1]
+    assert head_bias and all(id(p) not in decayed for p in head_bias)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+
+
+def test_deployed_parameters_count_the_final_budget():
+    model = tiny_model("bert")  # hidden 32: query and value are 32 x 32
+    variant = AdaLoRA(AdaLoRAConfig(init_r=4, target_r=2, targets="query,value", t_init=2, t_final=2))
+    variant.apply(model, None)
+    assert variant.deployed_parameters(model, None) == 4 * 4 * (32 + 32 + 1)  # before masking: init rank
+    train_tiny(variant, model, total_steps=8)
+    assert variant.deployed_parameters(model, None) == 2 * 4 * (32 + 32 + 1)  # target_r * matrices

@@ -158,7 +158,8 @@ def test_history_best_and_final_are_recorded_per_epoch():
 def test_max_steps_stops_training_early():
     variant, result = run_recorder(epochs=3, n_train=12, batch_size=4, max_steps=4)
     assert variant.calls.count("on_optimizer_step") == 4
-    assert result.measurements["training/total_steps"] == 4
+    assert result.total_steps == 4
+    assert len(result.step_losses) == len(result.step_times) == 4
 
 
 def test_non_finite_loss_raises_diverged():

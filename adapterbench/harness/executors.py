@@ -60,15 +60,16 @@ class Tracker:
         self._lock = threading.Lock()
 
     def begin(self, job: Job, where: str | None = None, announce: bool = True) -> None:
-        from adapterbench.harness.records import checkpoint_path, supersede
+        from adapterbench.harness.records import checkpoint_path, predictions_path, supersede
 
         with self._lock:
             if announce:
                 self._print(f"[{job.number}/{self.total}] {_title(job)}" + (f" on {where}" if where else ""))
             previous = supersede(job.path)  # kept, never overwritten
             if previous is not None:
-                # the weights that record points at go with it
+                # the weights and predictions that record points at go with it
                 supersede(checkpoint_path(job.path.parent, job.spec.run_id))
+                supersede(predictions_path(job.path.parent, job.spec.run_id))
                 self._print(f"  previous record of {job.spec.run_id} moved to {previous}")
 
     def finish(self, job: Job, record: dict[str, Any], where: str | None = None, announce: bool = False) -> None:

@@ -55,6 +55,15 @@ class LoopResult:
     best: dict[str, Any] = field(default_factory=dict)
     points: list[dict[str, Any]] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    # Per optimizer step: the training loss and the wall time of the whole step (hooks and collation included).
+    step_losses: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    # Per-example outputs for paired tests: {point key: {split: [prediction, ...]}} ("final" is as trained) and
+    # {split: [reference, ...]} in the order of the evaluation examples.
+    predictions: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    references: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def autocast_factory(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
@@ -86,6 +95,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     variant.validate_schedule(total_steps)
+    result.total_steps, result.steps_per_epoch = total_steps, steps_per_epoch
 
     optimizer = torch.optim.AdamW(variant.param_groups(model, lr, settings.weight_decay), lr=lr)
     scheduler = linear_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
@@ -129,6 +139,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
             if not math.isfinite(loss_value):
                 raise Diverged(f"loss became {loss_value} at step {state.step + 1} (epoch {epoch + 1})")
             losses.append(loss_value)
+            result.step_losses.append(loss_value)
             if state.step == 0:
                 result.measurements.update(state_bytes(model, optimizer))
             variant.on_optimizer_step(state)
@@ -138,6 +149,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
             synchronize(device)
             now = time.perf_counter()
             timer.step_done(now - step_clock, samples, tokens)
+            result.step_times.append(now - step_clock)
             step_clock = now
             if progress:
                 progress(state.step, total_steps, loss_value)
@@ -146,7 +158,9 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
 
         memory.pause()  # evaluation memory is not training memory
         eval_start = time.perf_counter()
-        metrics = evaluate_all(model, task, evals, settings, device, autocast, pad_token_id)
+        metrics, predictions, result.references = evaluate_all(model, task, evals, settings, device, autocast,
+                                                               pad_token_id)
+        result.predictions["final"] = predictions  # the last epoch's evaluation is the as-trained one
         eval_wall += time.perf_counter() - eval_start
         memory.resume()
         entry = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
@@ -168,8 +182,9 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
             result.points.append({"point": None, **result.final})
             continue
         with variant.use_eval_point(model, point):
-            result.points.append({"point": point, **evaluate_all(model, task, evals, settings, device, autocast,
-                                                                 pad_token_id)})
+            metrics, predictions, _ = evaluate_all(model, task, evals, settings, device, autocast, pad_token_id)
+        result.points.append({"point": point, **metrics})
+        result.predictions[point_key(point)] = predictions
     eval_wall += time.perf_counter() - eval_start
 
     samples = timer.steady_samples
@@ -180,8 +195,6 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
         "time/train_s": train_wall,
         "time/eval_s": eval_wall,
         "time/train_overhead_fraction": max(0.0, 1.0 - timer.compute_s / train_wall) if train_wall else None,
-        "training/total_steps": total_steps,
-        "training/steps_per_epoch": steps_per_epoch,
     })
     n_eval = sum(len(v) for v in evals.values())
     evaluations = len(result.history) + sum(1 for p in points if p is not None)
@@ -193,19 +206,46 @@ def _better(value: float, best: float, greater_is_better: bool) -> bool:
     return value > best if greater_is_better else value < best
 
 
+def point_key(point: Any) -> str:
+    """How an evaluation point is named in the predictions sidecar: "final" for as-trained, else ``str(point)``."""
+    return "final" if point is None else str(point)
+
+
 def evaluate_all(model: nn.Module, task: TaskSpec, evals: dict[str, list[dict[str, Any]]],
                  settings: TrainSettings, device: torch.device, autocast: Any, pad_token_id: int
-                 ) -> dict[str, float]:
+                 ) -> tuple[dict[str, float], dict[str, list[Any]], dict[str, list[Any]]]:
+    """``({"<split>/<metric>": value}, {split: predictions}, {split: references})`` for every eval split."""
     metrics: dict[str, float] = {}
+    predictions: dict[str, list[Any]] = {}
+    references: dict[str, list[Any]] = {}
     for split, examples in evals.items():
-        for name, value in evaluate(model, task, examples, settings, device, autocast, pad_token_id).items():
+        predictions[split], references[split] = predict(model, task, examples, settings, device, autocast,
+                                                        pad_token_id)
+        for name, value in score(task, predictions[split], references[split]).items():
             metrics[f"{split}/{name}"] = value
-    return metrics
+    return metrics, predictions, references
+
+
+def score(task: TaskSpec, predictions: list[Any], references: list[Any]) -> dict[str, float]:
+    """Task metrics from per-example predictions (token tasks keep their ragged lists)."""
+    if task.kind != "token_classification":
+        return {k: float(v) for k, v in compute_metrics(task, np.asarray(predictions), np.asarray(references)).items()}
+    return {k: float(v) for k, v in compute_metrics(task, predictions, references).items()}
 
 
 def evaluate(model: nn.Module, task: TaskSpec, examples: list[dict[str, Any]], settings: TrainSettings,
              device: torch.device, autocast: Any, pad_token_id: int) -> dict[str, float]:
-    """Task metrics of ``model`` on ``examples`` (predictions gathered in the original example order)."""
+    """Task metrics of ``model`` on ``examples``."""
+    return score(task, *predict(model, task, examples, settings, device, autocast, pad_token_id))
+
+
+def predict(model: nn.Module, task: TaskSpec, examples: list[dict[str, Any]], settings: TrainSettings,
+            device: torch.device, autocast: Any, pad_token_id: int) -> tuple[list[Any], list[Any]]:
+    """Per-example predictions and references, in the original example order.
+
+    Classification: the argmax label id; regression: the float output; token classification: the label ids of
+    the first sub-word of each word (the words the metric scores).
+    """
     was_training = model.training
     model.eval()
     lengths = [len(e["input_ids"]) for e in examples]
@@ -229,6 +269,4 @@ def evaluate(model: nn.Module, task: TaskSpec, examples: list[dict[str, Any]], s
                     predictions[index] = int(logits[row].argmax(-1))
                     references[index] = int(labels[row])
     model.train(was_training)
-    if task.kind != "token_classification":
-        predictions, references = np.asarray(predictions), np.asarray(references)
-    return {k: float(v) for k, v in compute_metrics(task, predictions, references).items()}
+    return predictions, references

@@ -27,6 +27,7 @@ from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.models import resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.data import load_examples
+from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
 
 if TYPE_CHECKING:
@@ -38,8 +39,9 @@ def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, 
     variant_keys = {v: VARIANTS.get(v).config_keys() for v in variants}
     check_overrides(overrides, variant_keys)  # every override must land somewhere in this run
     applicable = {v: applicable_overrides(overrides, v, variant_keys[v]) for v in variants}
+    fingerprints = {t: data_identity(get_task(t), data_dir)["fingerprint"] for t in tasks}
     return [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=applicable[v],
-                    data_dir=data_dir, out_dir=out_dir)
+                    data_dir=data_dir, out_dir=out_dir, data_fingerprint=fingerprints[t])
             for t in tasks for v in variants for s in seeds]
 
 

@@ -52,6 +52,7 @@ replaced (``--force``, or a rerun of a failed run) is first moved to ``<out>/sup
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -62,7 +63,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: data, predictions, steps, environment.fingerprint, params/deployed_adapter
 STATUSES = ("ok", "failed", "oom", "diverged")  # every value "status" may take
 
 
@@ -72,18 +73,74 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def make_run_id(task: str, variant: str, model: str, profile: str, seed: int, settings: dict[str, Any]) -> str:
+def make_run_id(task: str, variant: str, model: str, profile: str, seed: int, settings: dict[str, Any],
+                data: str = "") -> str:
     # Folders and task files are named by their last component; the hash keeps distinct settings apart.
     model_slug = Path(model.rstrip("/")).name or model
     task_slug = Path(task).name if task.endswith((".toml", ".json")) else task
     # The hash covers the full model and task references too: "org/x" and "/data/x" share a slug.
     identity = {"overrides": settings, "model": model, "task": task}
+    if data:  # the data's content fingerprint: other data is another run (schema v2)
+        identity["data"] = data
     parts = [task_slug, variant, model_slug, profile, f"seed{seed}", settings_hash(identity)]
     return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in parts)
 
 
 def record_path(out_dir: Path, run_id: str) -> Path:
     return Path(out_dir) / f"{run_id}.json"
+
+
+def predictions_path(out_dir: Path, run_id: str) -> Path:
+    """The run's per-example predictions sidecar (gzip JSON), beside its record."""
+    return Path(out_dir) / "predictions" / f"{run_id}.json.gz"
+
+
+def write_predictions(out_dir: Path, run_id: str, example_ids: dict[str, list[int]],
+                      references: dict[str, list[Any]], predictions: dict[str, dict[str, list[Any]]]
+                      ) -> dict[str, Any]:
+    """Write the predictions sidecar atomically; returns the record's ``predictions`` section.
+
+    Sidecar: ``{"run_id", "splits": {split: {"example_ids": [...], "references": [...],
+    "predictions": {point: [...]}}}}`` where ``example_ids`` index the split as the data source orders it (so two
+    runs' predictions pair up example by example) and ``point`` is ``"final"`` (as trained) or an evaluation
+    point (DyLoRA: a rank).
+    """
+    splits = {split: {"example_ids": list(ids), "references": references.get(split, []),
+                      "predictions": {point: per_split[split] for point, per_split in predictions.items()
+                                      if split in per_split}}
+              for split, ids in example_ids.items()}
+    blob = gzip.compress(json.dumps({"run_id": run_id, "splits": splits}, default=_json_default).encode(),
+                         mtime=0)  # mtime 0: the same predictions give the same bytes and the same sha256
+    path = predictions_path(out_dir, run_id)
+    _atomic_bytes(path, blob)
+    return {"file": str(path.relative_to(out_dir)), "sha256": hashlib.sha256(blob).hexdigest(),
+            "splits": {split: len(ids) for split, ids in example_ids.items()}, "points": list(predictions)}
+
+
+def read_predictions(record_file: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The sidecar a record points at (``None`` when it has none or the file is missing)."""
+    section = record.get("predictions")
+    if not isinstance(section, dict) or not section.get("file"):
+        return None
+    path = Path(record_file).parent / section["file"]
+    try:
+        return json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _atomic_bytes(path: Path, blob: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def checkpoint_path(out_dir: Path, run_id: str) -> Path:
@@ -139,7 +196,7 @@ def iter_records(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]
         root = Path(root)
         files = [root] if root.is_file() else sorted(
             p for p in root.rglob("*.json")
-            if not ({"superseded", "checkpoints"} & set(p.relative_to(root).parts)))
+            if not ({"superseded", "checkpoints", "predictions"} & set(p.relative_to(root).parts)))
         for file in files:
             try:
                 record = read_record(file)

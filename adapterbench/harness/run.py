@@ -27,11 +27,18 @@ from adapterbench.errors import UserError
 from adapterbench.harness.data import iterate, sorted_batches
 from adapterbench.harness.loop import Diverged, autocast_factory, train_and_evaluate
 from adapterbench.harness.measure import count_parameters, paired_latency
-from adapterbench.harness.records import SCHEMA_VERSION, checkpoint_path, make_run_id
-from adapterbench.harness.settings import TrainSettings, resolve_settings, split_overrides
+from adapterbench.harness.records import (
+    SCHEMA_VERSION,
+    checkpoint_path,
+    make_run_id,
+    settings_hash,
+    write_predictions,
+)
+from adapterbench.harness.settings import TrainSettings, resolve_lr, resolve_settings, split_overrides
 from adapterbench.models import ModelRef, load_model, load_tokenizer, resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.encode import encode_split
+from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.tasks.spec import TaskSpec
 from adapterbench.variants import VARIANTS
 from adapterbench.variants.base import Variant, build_config
@@ -50,10 +57,16 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     out_dir: str = "results"
+    # The content fingerprint of the data the run reads (tasks.fingerprint.data_identity); part of its identity,
+    # so the same command on other data is another run, never "already done".
+    data_fingerprint: str = ""
+    # What the run is part of (a sweep's trial or final, ...); recorded, never part of the identity.
+    tags: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
-        return make_run_id(self.task, self.variant, self.model, self.profile, self.seed, self.overrides)
+        return make_run_id(self.task, self.variant, self.model, self.profile, self.seed, self.overrides,
+                           data=self.data_fingerprint)
 
 
 def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
@@ -88,12 +101,31 @@ def _native_bf16(device: torch.device) -> bool:
             return torch.cuda.is_bf16_supported()
 
 
+def subset_ids(n: int, limit: int | None, salt: str = "") -> list[int]:
+    """Indices of a fixed random subset of ``range(n)`` (same for every variant and seed), in order."""
+    if limit is None or n <= limit:
+        return list(range(n))
+    return sorted(random.Random(f"{SUBSET_SEED}{salt}" if salt else SUBSET_SEED).sample(range(n), limit))
+
+
 def subset(examples: list[Any], limit: int | None) -> list[Any]:
     """A fixed random subset (same for every variant and seed), in the original order."""
-    if limit is None or len(examples) <= limit:
-        return examples
-    keep = sorted(random.Random(SUBSET_SEED).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]
+    return [examples[i] for i in subset_ids(len(examples), limit)]
+
+
+def split_train(n: int, settings: TrainSettings) -> tuple[list[int], list[int]]:
+    """(training ids, held-out ids) of a training split of ``n`` examples.
+
+    The held-out examples are a fixed subset drawn first (its own salt, so it does not move when
+    ``max_train_samples`` changes); the training subset is then drawn from the rest.
+    """
+    held = subset_ids(n, settings.holdout_samples, salt="holdout") if settings.holdout_samples else []
+    if len(held) >= n:
+        raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples "
+                        f"(the training split has {n}); give a smaller number")
+    held_set = set(held)
+    rest = [i for i in range(n) if i not in held_set]
+    return [rest[i] for i in subset_ids(len(rest), settings.max_train_samples)], held
 
 
 def seed_everything(seed: int) -> None:
@@ -111,16 +143,19 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "status": "failed",
                               "error": None, "seed": spec.seed, "profile": spec.profile,
                               "variant": {"name": spec.variant}, "task": {"name": spec.task},
-                              "model": {"name": spec.model}, "training": {"overrides": spec.overrides}}
+                              "model": {"name": spec.model}, "training": {"overrides": spec.overrides},
+                              "data": {"fingerprint": spec.data_fingerprint}, "tags": spec.tags}
     try:
         variant_cls, variant, settings, origin = prepare_variant(spec)
         record["variant"] = {"name": spec.variant, "origin": origin, "config": asdict(variant.config),
                              "mergeable": variant_cls.mergeable}
         device, precision = select_device(settings)
-        lr = settings.lr if settings.lr is not None else variant_cls.default_lr
+        lr = resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings)
         record["training"] = {**settings.as_dict(), "lr": lr, "precision": precision, "device": str(device),
                               "overrides": spec.overrides}
-        record["task"] = task_summary(get_task(spec.task))
+        task = get_task(spec.task)
+        record["task"] = task_summary(evaluated_task(task, settings))
+        record["data"] = data_identity(task, spec.data_dir)
         ref = resolve_model(spec.model)
         record["model"] = {"name": ref.name, "path": ref.path, "weights_sha256": ref.weights_sha256}
     except UserError:
@@ -142,25 +177,43 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     except Exception as exc:  # a benchmark matrix goes on; the record keeps the traceback
         record.update(status="failed", error=_error(exc))
     record.setdefault("measurements", {})["time/wall_s"] = time.perf_counter() - wall_start
-    record["environment"] = environment(record.get("training", {}).get("device"))
+    training = record.get("training", {})
+    record["environment"] = environment(training.get("device"), training.get("precision"))
     record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return record
+
+
+def evaluated_task(task: TaskSpec, settings: TrainSettings) -> TaskSpec:
+    """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one."""
+    return task.derive(eval_splits=(HOLDOUT_SPLIT,)) if settings.holdout_samples else task
+
+
+HOLDOUT_SPLIT = "train_holdout"
 
 
 def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
     variant_cls, variant, settings, _ = prepare_variant(spec)
     task = get_task(spec.task)
     device, precision = select_device(settings)
-    lr = settings.lr if settings.lr is not None else variant_cls.default_lr
+    lr = resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings)
     ref = resolve_model(spec.model)
 
     seed_everything(spec.seed)
     tokenizer = load_tokenizer(ref)
     data_dir = Path(spec.data_dir) if spec.data_dir else None
-    train = subset(encode_split(task, task.train_split, tokenizer, settings.max_length, data_dir),
-                   settings.max_train_samples)
-    evals = {split: subset(encode_split(task, split, tokenizer, settings.max_length, data_dir),
-                           settings.max_eval_samples) for split in task.eval_splits}
+    train_all = encode_split(task, task.train_split, tokenizer, settings.max_length, data_dir)
+    train_ids, held_ids = split_train(len(train_all), settings)
+    train = [train_all[i] for i in train_ids]
+    if settings.holdout_samples:  # selection split: the reported eval splits are not even read
+        eval_ids = {HOLDOUT_SPLIT: held_ids}
+        evals = {HOLDOUT_SPLIT: [train_all[i] for i in held_ids]}
+    else:
+        eval_ids, evals = {}, {}
+        for split in task.eval_splits:
+            examples = encode_split(task, split, tokenizer, settings.max_length, data_dir)
+            eval_ids[split] = subset_ids(len(examples), settings.max_eval_samples)
+            evals[split] = [examples[i] for i in eval_ids[split]]
+    loop_task = evaluated_task(task, settings)
     record["training"].update(train_examples=len(train), eval_examples={k: len(v) for k, v in evals.items()})
 
     model, missing = _load(ref, task, tokenizer, device)
@@ -174,20 +227,26 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
     measurements = record.setdefault("measurements", {})
     measurements.update(count_parameters(model, original_ids, set(missing)))
 
-    result = train_and_evaluate(model, variant, task, train, evals, settings, lr, spec.seed, device, precision,
-                                tokenizer.pad_token_id, progress)
+    result = train_and_evaluate(model, variant, loop_task, train, evals, settings, lr, spec.seed, device,
+                                precision, tokenizer.pad_token_id, progress)
     measurements.update(result.measurements)
-    record["training"]["total_steps"] = measurements.pop("training/total_steps")
-    record["training"]["steps_per_epoch"] = measurements.pop("training/steps_per_epoch")
+    record["training"].update(total_steps=result.total_steps, steps_per_epoch=result.steps_per_epoch)
     record["history"] = result.history
-    primary_key = f"{task.primary_split}/{task.primary_metric}"
+    record["steps"] = {"loss": result.step_losses, "time_s": result.step_times}
+    deployed = {point: _deployed(variant, model, point, measurements) for point in [None, *variant.eval_points()]}
+    measurements["params/deployed_adapter"] = deployed[None]
+    for entry in result.points:
+        entry["params/deployed_adapter"] = deployed[entry["point"]]
+    primary_key = f"{loop_task.primary_split}/{loop_task.primary_metric}"
     record["metrics"] = {
-        "primary": {"name": task.primary_metric, "split": task.primary_split,
+        "primary": {"name": loop_task.primary_metric, "split": loop_task.primary_split,
                     "value": result.final.get(primary_key), "best_value": result.best.get(primary_key),
                     "best_epoch": result.best.get("epoch")},
         "final": result.final, "best": result.best, "points": result.points,
     }
     record["variant_info"] = variant.describe(model)
+    record["predictions"] = write_predictions(Path(spec.out_dir), spec.run_id, eval_ids, result.references,
+                                              result.predictions)
 
     if settings.save_checkpoint:
         measurements.update(_save_checkpoint(variant, model, Path(spec.out_dir), spec.run_id))
@@ -197,6 +256,12 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
         measurements.update(_inference_overhead(variant, model, base_model, latency_batches, device,
                                                 autocast_factory(device, precision)))
         del base_model
+
+
+def _deployed(variant: Variant, model: torch.nn.Module, point: Any, measurements: dict[str, Any]) -> int:
+    """Adapter parameters kept when deployed at ``point``; every trained one unless the variant says fewer."""
+    count = variant.deployed_parameters(model, point)
+    return int(measurements["params/trainable_adapter"] if count is None else count)
 
 
 def _load(ref: ModelRef, task: TaskSpec, tokenizer: Any, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
@@ -281,8 +346,12 @@ def _error(exc: BaseException) -> dict[str, str]:
 _ENVIRONMENT: dict[str, Any] | None = None
 
 
-def environment(device: str | None = None) -> dict[str, Any]:
-    """Versions, device and the project's git commit; ``device`` (e.g. "cuda:1") picks the GPU named."""
+def environment(device: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    """Versions, device and the project's git commit; ``device`` (e.g. "cuda:1") picks the GPU named.
+
+    ``fingerprint`` is what makes speed and memory comparable between two runs: the device model, the thread
+    count, the precision and the versions of the libraries that do the arithmetic; ``fingerprint.id`` hashes it.
+    """
     global _ENVIRONMENT
     if _ENVIRONMENT is None:
         import transformers
@@ -302,9 +371,19 @@ def environment(device: str | None = None) -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.version.cuda if cuda else None,
             "git_commit": commit, "git_dirty": dirty, "argv": sys.argv[1:],
         }
+    env = dict(_ENVIRONMENT)
     if device and device.startswith("cuda") and torch.cuda.is_available():
-        return {**_ENVIRONMENT, "device_name": torch.cuda.get_device_name(torch.device(device))}
-    return _ENVIRONMENT
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    env["fingerprint"] = environment_fingerprint(env, precision)
+    return env
+
+
+def environment_fingerprint(env: dict[str, Any], precision: str | None) -> dict[str, Any]:
+    fingerprint = {"device_name": env.get("device_name"), "torch_threads": env.get("torch_threads"),
+                   "cpu_count": env.get("cpu_count"), "torch": env.get("torch"),
+                   "transformers": env.get("transformers"), "peft": env.get("peft"), "precision": precision}
+    fingerprint["id"] = settings_hash(fingerprint)
+    return fingerprint
 
 
 def cpu_name() -> str:

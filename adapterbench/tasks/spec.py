@@ -38,6 +38,7 @@ class HubSource:
     name: str | None = None
     splits: dict[str, str] = field(default_factory=dict)
     label_names_from_hub: bool = False  # labels on the hub are class indices into ``TaskSpec.labels``
+    revision: str | None = None  # a hub commit or tag; None is the default branch (recorded as "main")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ hook                              used by (example)
 ``use_eval_point(model, point)``  DyLoRA: set the rank used by the evaluation
 ``merge(model)``/``unmerge``      LoRA family: fold the update into the base weights for inference
 ``describe(model)``               AdaLoRA: final ranks and the budget over steps, written into the record
+``deployed_parameters(model, p)`` AdaLoRA: the final budget's parameters; DyLoRA: rank b's share of r_max's
 ================================  ==========================================================================
 
 Hyper-parameters live in a dataclass (``Config``); the harness builds it from the defaults, the profile and the
@@ -132,6 +133,15 @@ class Variant:
     def describe(self, model: nn.Module) -> dict[str, Any]:
         """Variant-specific facts for the run record (final ranks, budget history, ...)."""
         return {}
+
+    def deployed_parameters(self, model: nn.Module, point: Any) -> int | None:
+        """Adapter parameters a deployment at evaluation point ``point`` keeps (``None``: every trained one).
+
+        Called after training. Papers and Pareto charts place a method where it would be deployed: AdaLoRA
+        keeps only the triplets of its final budget, DyLoRA at rank b keeps b of its r_max rows and columns.
+        The task head is counted apart and never included here.
+        """
+        return None
 
 
 def decay_groups(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:

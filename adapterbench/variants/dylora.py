@@ -276,6 +276,11 @@ class DyLoRA(Variant):
             "sampled_rank_counts": {str(k): v for k, v in sorted(self._sampled.items())},
         }
 
+    def deployed_parameters(self, model: nn.Module, point: Any) -> int | None:
+        """At rank b each adapted (d_out x d_in) matrix keeps ``b * (d_in + d_out)`` parameters (A[:b], B[:, :b])."""
+        rank = (self.config.merge_rank or self.config.r) if point is None else int(point)
+        return sum(rank * (layer.lora_A.shape[1] + layer.lora_B.shape[0]) for layer in dylora_layers(model))
+
     @staticmethod
     def _set(model: nn.Module, train_rank: int | None) -> None:
         for layer in dylora_layers(model):

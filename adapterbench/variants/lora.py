@@ -151,7 +151,8 @@ def resolve_ranks(model: nn.Module, target_names: list[str], default_rank: int, 
 class LoRAConfig(VariantConfig):
     r: int = 8
     alpha: float = 16.0
-    dropout: float = 0.1
+    # 0 as the official GLUE code: microsoft/LoRA examples/NLU scripts pass no lora_dropout (loralib's default 0)
+    dropout: float = 0.0
     targets: str = "query,value"  # roles (query,key,value,attn_out,ffn_in,ffn_out), module suffixes, all-linear
     rslora: bool = False  # scaling alpha / sqrt(r) instead of alpha / r
     rank_pattern: str = ""  # per-module rank, e.g. "value=4,query=16" (roles or suffixes)

@@ -1,0 +1,153 @@
+"""``bench sweep`` and the record fields a fair protocol needs (data identity, predictions, deployed params).
+
+Runs the real harness in this process on a tiny BERT and a tiny GLUE-layout SST-2 folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import adapterbench.harness.run as run_module
+from adapterbench.harness.matrix import expand
+from adapterbench.harness.records import iter_records, read_predictions
+from adapterbench.harness.sweep import grid_points, parse_grid, resolve_point, run_sweep, select, trial_value
+from adapterbench.testing import save_tiny_model
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return str(save_tiny_model(tmp_path_factory.mktemp("m") / "tinybert", "bert"))
+
+
+def make_sst2(folder: Path, n_train: int = 40, n_dev: int = 10) -> Path:
+    glue = folder / "glue" / "SST-2"
+    glue.mkdir(parents=True, exist_ok=True)
+    words = ["good", "bad"]
+    train = ["sentence\tlabel"] + [f"a {words[i % 2]} film {i}\t{1 - i % 2}" for i in range(n_train)]
+    dev = ["sentence\tlabel"] + [f"the {words[i % 2]} movie {i}\t{1 - i % 2}" for i in range(n_dev)]
+    (glue / "train.tsv").write_text("\n".join(train) + "\n")
+    (glue / "dev.tsv").write_text("\n".join(dev) + "\n")
+    return folder
+
+
+def test_grid_parsing_and_multipliers():
+    grid = parse_grid(["lr=1x,3x", "r=4,8"])
+    assert grid == {"lr": ["1x", "3x"], "r": [4, 8]}
+    assert [resolve_point(p, 1e-3) for p in grid_points(grid)] == [
+        {"lr": 1e-3, "r": 4}, {"lr": 1e-3, "r": 8}, {"lr": 3e-3, "r": 4}, {"lr": 3e-3, "r": 8}]
+    assert parse_grid([]) == {"lr": ["1x", "3x", "10x"]}
+
+
+def test_selection_is_direction_aware_and_failed_trials_never_win():
+    def rec(value, status="ok"):
+        return {"status": status, "metrics": {"primary": {"value": value}}}
+    trials = [("a", rec(0.5)), ("b", rec(0.9, status="diverged")), ("c", rec(0.7)), ("d", rec(0.7))]
+    assert select(trials, greater_is_better=True)[0] == "c"  # the tie keeps the earlier grid point
+    assert select(trials, greater_is_better=False)[0] == "a"
+    assert trial_value(None, True) == float("-inf")
+
+
+def test_data_fingerprint_is_part_of_the_run_identity(tmp_path):
+    data = make_sst2(tmp_path / "d")
+    before = expand(["lora"], ["sst2"], [0], "m", "smoke", {}, str(data), str(tmp_path / "o"))[0]
+    again = expand(["lora"], ["sst2"], [0], "m", "smoke", {}, str(data), str(tmp_path / "o"))[0]
+    assert before.run_id == again.run_id
+    dev = data / "glue" / "SST-2" / "dev.tsv"
+    dev.write_text(dev.read_text().replace("movie 3", "movie three"))
+    after = expand(["lora"], ["sst2"], [0], "m", "smoke", {}, str(data), str(tmp_path / "o"))[0]
+    assert after.data_fingerprint != before.data_fingerprint and after.run_id != before.run_id
+
+
+def test_sweep_selects_on_held_out_training_data_with_equal_budgets(tmp_path, tiny_model_dir, monkeypatch):
+    data = make_sst2(tmp_path / "d")
+    out = tmp_path / "sweep"
+    read_splits: list[tuple[str, bool]] = []
+    real_encode = run_module.encode_split
+
+    def spy(task, split, tokenizer, max_length, data_dir, *args, **kwargs):
+        holdout = spy.current_holdout
+        read_splits.append((split, holdout))
+        return real_encode(task, split, tokenizer, max_length, data_dir, *args, **kwargs)
+
+    real_run = run_module._run
+
+    def spying_run(spec, record, progress):
+        spy.current_holdout = bool(spec.overrides.get("holdout_samples"))
+        return real_run(spec, record, progress)
+
+    monkeypatch.setattr(run_module, "encode_split", spy)
+    monkeypatch.setattr(run_module, "_run", spying_run)
+    code = run_sweep(["lora", "bitfit"], ["sst2"], {"lr": ["1x", "30x"]}, [0, 1], tiny_model_dir, "smoke",
+                     {"max_train_samples": 24}, str(data), str(out), holdout=8, isolate=False)
+    assert code == 0
+    # Trials never read the reported (dev) split; finals do.
+    assert {split for split, holdout in read_splits if holdout} == {"train"}
+    assert ("validation", False) in read_splits
+
+    summary = json.loads((out / "sweep.json").read_text())
+    trials = {r["run_id"]: r for _, r in iter_records([out / "trials"])}
+    assert len(trials) == 4
+    steps = {r["training"]["total_steps"] for r in trials.values()}
+    assert len(steps) == 1  # the same budget for every trial of every variant
+    for record in trials.values():
+        assert record["tags"]["role"] == "trial" and record["metrics"]["primary"]["split"] == "train_holdout"
+        assert record["training"]["eval_examples"] == {"train_holdout": 8}
+        assert record["training"]["train_examples"] == 24
+    for variant, info in summary["tasks"]["sst2"]["variants"].items():
+        assert len(info["trials"]) == 2
+        values = [t["value"] for t in info["trials"]]
+        best = info["trials"][values.index(max(values))]["setting"]
+        assert info["chosen"] == best, variant
+    finals = [r for _, r in iter_records([out / "final"])]
+    assert len(finals) == 4 and {r["seed"] for r in finals} == {0, 1}
+    for record in finals:
+        chosen = summary["tasks"]["sst2"]["variants"][record["variant"]["name"]]["chosen"]
+        assert record["training"]["lr"] == pytest.approx(chosen["lr"])
+        assert record["metrics"]["primary"]["split"] == "validation"
+        assert record["tags"]["selected_on"] == "train_holdout"
+    assert "Selection did not see the reported split" in (out / "sweep.md").read_text()
+
+    # Resume: a second call runs nothing new; an interrupted sweep (a lost trial record) reruns only that trial.
+    first_trial = sorted((out / "trials").glob("*.json"))[0]
+    first_trial.unlink()
+    read_splits.clear()
+    assert run_sweep(["lora", "bitfit"], ["sst2"], {"lr": ["1x", "30x"]}, [0, 1], tiny_model_dir, "smoke",
+                     {"max_train_samples": 24}, str(data), str(out), holdout=8, isolate=False) == 0
+    assert [s for s, _ in read_splits] == ["train"]  # one trial rerun, no final rerun
+    assert first_trial.exists()
+
+
+def test_record_has_predictions_data_and_deployed_parameters(tmp_path, tiny_model_dir):
+    from adapterbench.cli import main
+
+    data = make_sst2(tmp_path / "d")
+    out = tmp_path / "out"
+    code = main(["run", "--variants", "dylora", "--task", "sst2", "--model", tiny_model_dir, "--profile", "smoke",
+                 "--data-dir", str(data), "--out", str(out), "--set", "dylora.eval_ranks=1,4", "--in-process"])
+    assert code == 0
+    [(path, record)] = list(iter_records([out]))
+    assert record["schema_version"] == 2
+    assert record["data"]["source"] == "local" and len(record["data"]["fingerprint"]) == 16
+    assert set(record["data"]["splits"]) == {"train", "validation"}
+    assert record["environment"]["fingerprint"]["precision"] == "fp32"
+    assert len(record["steps"]["loss"]) == len(record["steps"]["time_s"]) == record["training"]["total_steps"]
+    sidecar = read_predictions(path, record)
+    split = sidecar["splits"]["validation"]
+    assert split["example_ids"] == list(range(10))
+    assert set(split["predictions"]) == {"final", "1", "4"}
+    assert all(len(p) == 10 for p in split["predictions"].values())
+    assert split["references"] == [1 - i % 2 for i in range(10)]
+    accuracy = sum(p == r for p, r in zip(split["predictions"]["4"], split["references"])) / 10
+    point4 = next(p for p in record["metrics"]["points"] if p["point"] == 4)
+    assert point4["validation/accuracy"] == pytest.approx(accuracy)
+    # DyLoRA at rank b deploys b/r_max of its r_max parameters; the record's headline is merge_rank (r_max).
+    point1 = next(p for p in record["metrics"]["points"] if p["point"] == 1)
+    assert point4["params/deployed_adapter"] == 4 * point1["params/deployed_adapter"]
+    r_max = record["variant"]["config"]["r"]
+    assert record["measurements"]["params/deployed_adapter"] == record["measurements"]["params/trainable_adapter"]
+    assert point1["params/deployed_adapter"] * r_max == record["measurements"]["params/trainable_adapter"]
