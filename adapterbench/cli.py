@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--force", action="store_true")
     sweep.set_defaults(handler=_cmd_sweep)
 
+    history = sub.add_parser("history", help="the append-only store of nightly records: add, prune, list")
+    history.add_argument("action", choices=["add", "prune", "list"])
+    history.add_argument("results", nargs="*", help="record files or folders to add")
+    history.add_argument("--store", default="history", help="the store folder (default history/)")
+    history.add_argument("--date", default=None, help="file the records under this night (default: created_at)")
+    history.add_argument("--keep-days", type=int, default=180, help="prune: nights to keep (default 180)")
+    history.set_defaults(handler=_cmd_history)
+
     lst = sub.add_parser("list", help="list variants or tasks")
     lst.add_argument("what", choices=["variants", "tasks"])
     lst.set_defaults(handler=_cmd_list)
@@ -192,6 +200,30 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
                      args.out or "results/sweep", holdout=args.holdout, force=args.force)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from adapterbench import history
+
+    store = Path(args.store)
+    if args.action == "add":
+        if not args.results:
+            raise UserError("bench history add needs record files or folders, e.g. bench history add results/nightly")
+        missing = [r for r in args.results if not Path(r).exists()]
+        if missing:
+            raise UserError(f"{missing[0]!r} does not exist; give record files or folders")
+        counts = history.add([Path(r) for r in args.results], store, args.date)
+        print(f"history: {counts['added']} records added, {counts['already_stored']} already stored, in {store}/")
+    elif args.action == "prune":
+        removed = history.prune(store, args.keep_days)
+        print(f"history: removed {len(removed)} nights older than {args.keep_days} days"
+              + (f" ({removed[0]} .. {removed[-1]})" if removed else ""))
+    else:
+        entries = history.read_index(store)
+        nights = sorted({e["night"] for e in entries})
+        print(f"history: {len(entries)} records over {len(nights)} nights"
+              + (f" ({nights[0]} .. {nights[-1]})" if nights else "") + f" in {store}/")
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ Local folders and hub ids load with ``trust_remote_code`` off and safetensors pr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -69,6 +70,13 @@ def _embedded_minilm() -> ModelRef:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    stat = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int, chunk: int) -> str:
+    # Keyed by size and mtime too: a rewritten file is hashed again; preflight of a big matrix hashes once.
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

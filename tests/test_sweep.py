@@ -76,9 +76,9 @@ def test_sweep_selects_on_held_out_training_data_with_equal_budgets(tmp_path, ti
 
     real_run = run_module._run
 
-    def spying_run(spec, record, progress):
-        spy.current_holdout = bool(spec.overrides.get("holdout_samples"))
-        return real_run(spec, record, progress)
+    def spying_run(run, record, progress):
+        spy.current_holdout = bool(run.settings.holdout_samples)
+        return real_run(run, record, progress)
 
     monkeypatch.setattr(run_module, "encode_split", spy)
     monkeypatch.setattr(run_module, "_run", spying_run)

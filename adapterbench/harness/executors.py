@@ -174,10 +174,12 @@ class DevicePoolExecutor(Executor):
         self._lock = threading.Lock()
 
     def check(self, specs: list[Any]) -> None:
-        from adapterbench.harness.run import prepare_variant
+        from adapterbench.harness.settings import resolve_settings, split_overrides
+        from adapterbench.variants import VARIANTS
 
-        for spec in specs:
-            device = prepare_variant(spec)[2].device
+        for spec in specs:  # the loop settings alone (resolving the whole run would hash the model per spec)
+            keys = VARIANTS.get(spec.variant).config_keys()
+            device = resolve_settings(spec.profile, split_overrides(spec.overrides, spec.variant, keys)[0]).device
             if device not in ("auto", "cuda"):
                 raise UserError(f"--devices with device={device!r} is not allowed: each worker sees one GPU as "
                                 f"'cuda'; leave device at auto (or cuda), or drop --devices")
@@ -383,14 +385,9 @@ def _ray_reason(exc: BaseException) -> str:
 
 
 def _absolute(spec: Any) -> Any:
-    """The spec with its output and data folders absolute (a Ray worker's working folder is not the driver's).
-
-    The model and task references stay as given: they are part of the run id.
-    """
-    changes: dict[str, Any] = {"out_dir": str(Path(spec.out_dir).resolve())}
-    if spec.data_dir:
-        changes["data_dir"] = str(Path(spec.data_dir).resolve())
-    return replace(spec, **changes)
+    """The spec with its output folder absolute. Model, task and data references stay as given (the record
+    states them); the task process works in the driver's folder where the node has it."""
+    return replace(spec, out_dir=str(Path(spec.out_dir).resolve()))
 
 
 def _host() -> str:

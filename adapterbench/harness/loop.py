@@ -1,26 +1,31 @@
 """The one training and evaluation loop, identical for every variant.
 
-The hook order, written once (every hook is a no-op unless the variant overrides it)::
+The hook order, written once (every hook is a no-op unless the variant overrides it); ``watch.*`` are the
+observers (:mod:`adapterbench.harness.observers`: timing, memory, state bytes, step log, trackers), which only
+read::
 
     variant.apply(model, arch)                         # module surgery, requires_grad
     optimizer = AdamW(variant.param_groups(model, lr, weight_decay))
     scheduler = linear warm-up then linear decay to 0 over total_steps
-    variant.on_train_start(state)                      # total_steps known
+    watch.train_start; variant.on_train_start(state)   # total_steps known
     for epoch in epochs:
         for batch in length-grouped batches:
-            variant.on_step_start(state)               # e.g. DyLoRA samples the rank
+            watch.step_start; variant.on_step_start(state)   # e.g. DyLoRA samples the rank
+            watch.compute_start
             loss = model(batch).loss                   # bf16 autocast on CUDA, fp32 on CPU
             loss = loss + variant.extra_loss(state)    # e.g. AdaLoRA's orthogonality regulariser
             loss.backward(); clip_grad_norm_(max_grad_norm); optimizer.step()
+            watch.compute_end
             variant.on_optimizer_step(state)           # gradients still present (AdaLoRA allocation)
             scheduler.step(); optimizer.zero_grad()
-        evaluate every eval split (default eval point) -> history
-    variant.on_train_end(state)
+            watch.step_end(samples, tokens, loss, step wall time)
+        watch.eval_start; evaluate every eval split (default eval point) -> history; watch.eval_end
+    watch.train_end; variant.on_train_end(state)
     for point in variant.eval_points():                # e.g. DyLoRA: every rank
-        with variant.use_eval_point(model, point): evaluate
+        with variant.use_eval_point(model, point): evaluate   (bracketed by watch.eval_start/eval_end)
 
-``apply`` is called by the runner (before parameters are counted); this module does the rest. Measurement only
-observes. A non-finite loss stops training and raises :class:`Diverged`.
+``apply`` is called by the runner (before parameters are counted); this module does the rest. A non-finite loss
+stops training and raises :class:`Diverged`. Every evaluation keeps its per-example predictions.
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ import torch
 from torch import nn
 
 from adapterbench.harness.data import iterate, length_grouped_batches, sorted_batches
-from adapterbench.harness.measure import PeakMemory, StepTimer, state_bytes, synchronize
+from adapterbench.harness.measure import synchronize
+from adapterbench.harness.observers import (
+    Observer,
+    Observers,
+    StepInfo,
+    StepLog,
+    Throughput,
+    default_observers,
+)
 from adapterbench.harness.settings import TrainSettings
 from adapterbench.tasks.metrics import compute_metrics
 from adapterbench.tasks.spec import TaskSpec
@@ -82,124 +95,149 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train: list[dict[str, Any]],
-                       evals: dict[str, list[dict[str, Any]]], settings: TrainSettings, lr: float, seed: int,
-                       device: torch.device, precision: str, pad_token_id: int,
-                       progress: Callable[[int, int, float], None] | None = None) -> LoopResult:
-    """Train ``model`` (already prepared by ``variant.apply``) and evaluate it; returns metrics and timings."""
-    result = LoopResult()
-    autocast = autocast_factory(device, precision)
-    lengths = [len(e["input_ids"]) for e in train]
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+def schedule_steps(n_train: int, settings: TrainSettings) -> tuple[int, int]:
+    """``(steps_per_epoch, total_steps)``: ceil(n / batch) per epoch, times epochs, capped by ``max_steps``."""
+    steps_per_epoch = math.ceil(n_train / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
-    variant.validate_schedule(total_steps)
-    result.total_steps, result.steps_per_epoch = total_steps, steps_per_epoch
+    return steps_per_epoch, total_steps
+
+
+def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train: list[dict[str, Any]],
+                       evals: dict[str, list[dict[str, Any]]], settings: TrainSettings, lr: float, seed: int,
+                       device: torch.device, precision: str, pad_token_id: int,
+                       progress: Callable[[int, int, float], None] | None = None,
+                       observers: list[Observer] | None = None) -> LoopResult:
+    """Train ``model`` (already prepared by ``variant.apply``) and evaluate it; returns metrics and timings.
+
+    ``observers`` are added to the default measurements (:func:`default_observers`), for example an experiment
+    tracker; they see every event and change nothing.
+    """
+    result = LoopResult()
+    autocast = autocast_factory(device, precision)
+    result.steps_per_epoch, result.total_steps = schedule_steps(len(train), settings)
+    variant.validate_schedule(result.total_steps)
 
     optimizer = torch.optim.AdamW(variant.param_groups(model, lr, settings.weight_decay), lr=lr)
-    scheduler = linear_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    state = TrainState(model=model, optimizer=optimizer, step=0, total_steps=total_steps)
-    timer = StepTimer(device, warmup=min(settings.warmup_steps_excluded, max(0, total_steps - 1)))
-    memory = PeakMemory(device)
-    train_wall = 0.0
-    eval_wall = 0.0
-    best_value: float | None = None
+    scheduler = linear_schedule(optimizer, int(settings.warmup_ratio * result.total_steps), result.total_steps)
+    state = TrainState(model=model, optimizer=optimizer, step=0, total_steps=result.total_steps)
+    steps = StepLog()
+    watch = Observers([*default_observers(device, min(settings.warmup_steps_excluded,
+                                                          max(0, result.total_steps - 1))),
+                       steps, *(observers or [])])
 
-    memory.start()
+    def evaluate_here() -> tuple[dict[str, float], dict[str, list[Any]], dict[str, list[Any]]]:
+        return evaluate_all(model, task, evals, settings, device, autocast, pad_token_id)
+
+    watch.train_start(state)
     variant.on_train_start(state)
     for epoch in range(settings.epochs):
-        if state.step >= total_steps:
+        if state.step >= result.total_steps:
             break
         state.epoch = epoch
-        model.train()
-        epoch_start = time.perf_counter()
-        losses: list[float] = []
-        batches = length_grouped_batches(lengths, settings.batch_size, seed=seed * 1000 + epoch)
-        step_clock = time.perf_counter()
-        for batch in iterate(train, batches, pad_token_id):
-            if state.step >= total_steps:
-                break
-            samples, tokens = batch["input_ids"].shape[0], int(batch["attention_mask"].sum())  # on the host
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            variant.on_step_start(state)
-            timer.compute_begin()
-            with autocast():
-                loss = model(**batch).loss
-                extra = variant.extra_loss(state)
-                if extra is not None:
-                    loss = loss + extra
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-            optimizer.step()
-            timer.compute_end()
-            state.loss = loss.detach()
-            loss_value = float(state.loss)  # one host sync per step; compute is already synchronised
-            if not math.isfinite(loss_value):
-                raise Diverged(f"loss became {loss_value} at step {state.step + 1} (epoch {epoch + 1})")
-            losses.append(loss_value)
-            result.step_losses.append(loss_value)
-            if state.step == 0:
-                result.measurements.update(state_bytes(model, optimizer))
-            variant.on_optimizer_step(state)
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            synchronize(device)
-            now = time.perf_counter()
-            timer.step_done(now - step_clock, samples, tokens)
-            result.step_times.append(now - step_clock)
-            step_clock = now
-            if progress:
-                progress(state.step, total_steps, loss_value)
-        synchronize(device)
-        train_wall += time.perf_counter() - epoch_start
-
-        memory.pause()  # evaluation memory is not training memory
-        eval_start = time.perf_counter()
-        metrics, predictions, result.references = evaluate_all(model, task, evals, settings, device, autocast,
-                                                               pad_token_id)
-        result.predictions["final"] = predictions  # the last epoch's evaluation is the as-trained one
-        eval_wall += time.perf_counter() - eval_start
-        memory.resume()
+        losses = train_epoch(model, variant, state, optimizer, scheduler, train, settings, seed, device, autocast,
+                             pad_token_id, watch, progress)
+        watch.eval_start()
+        metrics, result.predictions["final"], result.references = evaluate_here()  # last epoch = as trained
         entry = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
-                 "time_s": train_wall, **metrics, **dict(state.log)}
+                 "time_s": watch_train_s(watch), **metrics, **dict(state.log)}
+        watch.eval_end(entry)
         result.history.append(entry)
-        value = metrics.get(f"{task.primary_split}/{task.primary_metric}")
-        if value is not None and (best_value is None or _better(value, best_value, task.greater_is_better)):
-            best_value = value
-            result.best = {"epoch": epoch + 1, **metrics}
-    memory.pause()
-    result.measurements.update(memory.stop())
+    watch.train_end(state)
     variant.on_train_end(state)
     result.final = {k: v for k, v in result.history[-1].items() if "/" in k and k.split("/")[0] in evals}
+    result.best = best_epoch(result.history, task, tuple(evals))
 
-    points = variant.eval_points()
-    eval_start = time.perf_counter()
-    for point in points:
+    for point in variant.eval_points():  # e.g. DyLoRA: one evaluation per rank
         if point is None:
             result.points.append({"point": None, **result.final})
             continue
+        watch.eval_start()
         with variant.use_eval_point(model, point):
-            metrics, predictions, _ = evaluate_all(model, task, evals, settings, device, autocast, pad_token_id)
+            metrics, predictions, _ = evaluate_here()
+        watch.eval_end(metrics)
         result.points.append({"point": point, **metrics})
         result.predictions[point_key(point)] = predictions
-    eval_wall += time.perf_counter() - eval_start
 
-    samples = timer.steady_samples
-    result.measurements.update({
-        "throughput/train_samples_per_s": samples / timer.steady_s if timer.steady_s else None,
-        "throughput/train_tokens_per_s": timer.steady_tokens / timer.steady_s if timer.steady_s else None,
-        "throughput/steady_steps": timer.steady_steps,
-        "time/train_s": train_wall,
-        "time/eval_s": eval_wall,
-        "time/train_overhead_fraction": max(0.0, 1.0 - timer.compute_s / train_wall) if train_wall else None,
-    })
+    result.step_losses, result.step_times = steps.losses, steps.times
+    result.measurements = watch.measurements()
+    throughput = next(o for o in watch.observers if isinstance(o, Throughput))
     n_eval = sum(len(v) for v in evals.values())
-    evaluations = len(result.history) + sum(1 for p in points if p is not None)
-    result.measurements["throughput/eval_samples_per_s"] = (n_eval * evaluations / eval_wall) if eval_wall else None
+    result.measurements["time/eval_s"] = throughput.eval_s
+    result.measurements["throughput/eval_samples_per_s"] = (
+        n_eval * throughput.evaluations / throughput.eval_s if throughput.eval_s else None)
     return result
+
+
+def train_epoch(model: nn.Module, variant: Variant, state: TrainState, optimizer: torch.optim.Optimizer,
+                scheduler: Any, train: list[dict[str, Any]], settings: TrainSettings, seed: int,
+                device: torch.device, autocast: Any, pad_token_id: int, watch: Observer,
+                progress: Callable[[int, int, float], None] | None) -> list[float]:
+    """One epoch of optimizer steps, in the order of the module docstring; returns the step losses."""
+    model.train()
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    lengths = [len(e["input_ids"]) for e in train]
+    batches = length_grouped_batches(lengths, settings.batch_size, seed=seed * 1000 + state.epoch)
+    losses: list[float] = []
+    step_clock = time.perf_counter()
+    for batch in iterate(train, batches, pad_token_id):
+        if state.step >= state.total_steps:
+            break
+        samples, tokens = batch["input_ids"].shape[0], int(batch["attention_mask"].sum())  # on the host
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        watch.step_start(state)
+        variant.on_step_start(state)
+        watch.compute_start()
+        with autocast():
+            loss = model(**batch).loss
+            extra = variant.extra_loss(state)
+            if extra is not None:
+                loss = loss + extra
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        optimizer.step()
+        watch.compute_end()
+        state.loss = loss.detach()
+        loss_value = float(state.loss)  # one host sync per step; compute is already synchronised
+        if not math.isfinite(loss_value):
+            raise Diverged(f"loss became {loss_value} at step {state.step + 1} (epoch {state.epoch + 1})")
+        losses.append(loss_value)
+        variant.on_optimizer_step(state)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        synchronize(device)
+        now = time.perf_counter()
+        watch.step_end(state, StepInfo(samples=samples, tokens=tokens, loss=loss_value, elapsed_s=now - step_clock))
+        step_clock = now
+        if progress:
+            progress(state.step, state.total_steps, loss_value)
+    synchronize(device)
+    return losses
+
+
+def watch_train_s(watch: Observers) -> float:
+    """Training wall time so far (the history's ``time_s``), read from the throughput observer."""
+    throughput = next(o for o in watch.observers if isinstance(o, Throughput))
+    return throughput.train_s
+
+
+def best_epoch(history: list[dict[str, Any]], task: TaskSpec, splits: tuple[str, ...]) -> dict[str, Any]:
+    """The epoch with the best primary metric (direction-aware): ``{"epoch", "<split>/<metric>": ...}``.
+
+    Only the evaluation metrics of ``splits`` are kept (not the scalars variants log into the history).
+    """
+    key = f"{task.primary_split}/{task.primary_metric}"
+    best: dict[str, Any] = {}
+    for entry in history:
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not best or _better(value, best[key], task.greater_is_better):
+            best = {"epoch": entry["epoch"],
+                    **{k: v for k, v in entry.items() if "/" in k and k.split("/")[0] in splits}}
+    return best
 
 
 def _better(value: float, best: float, greater_is_better: bool) -> bool:

@@ -9,7 +9,6 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -21,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from adapterbench.errors import UserError
+from adapterbench.harness.loop import schedule_steps
 from adapterbench.harness.records import existing_status, read_record, record_path, write_record
-from adapterbench.harness.run import RunSpec, base_record, environment, prepare_variant, select_device
+from adapterbench.harness.run import RunSpec, base_record, environment, resolve
 from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.models import resolve_model
 from adapterbench.tasks import get_task
@@ -66,13 +66,16 @@ def preflight(specs: list[RunSpec]) -> None:
         for split in task.eval_splits:
             load_examples(task, split, directory)
     for spec in specs:
-        variant_cls, variant, settings, _ = prepare_variant(spec)
-        select_device(settings)
+        run = resolve(spec)  # every setting, the device, the task and the model, as the run will see them
+        variant, settings = run.new_variant(), run.settings
         n_train = train_sizes[spec.task]
         if n_train is not None:
-            n = min(n_train, settings.max_train_samples or n_train)
-            total = math.ceil(n / settings.batch_size) * settings.epochs
-            variant.validate_schedule(min(total, settings.max_steps or total))
+            available = n_train - settings.holdout_samples
+            if available < 1:
+                raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples for task "
+                                f"{spec.task!r} (its training split has {n_train})")
+            n = min(available, settings.max_train_samples or available)
+            variant.validate_schedule(schedule_steps(n, settings)[1])
 
 
 def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None,

@@ -8,10 +8,7 @@ traceback kept in the record).
 from __future__ import annotations
 
 import os
-import platform
 import random
-import subprocess
-import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -22,16 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-import adapterbench
 from adapterbench.errors import UserError
 from adapterbench.harness.data import iterate, sorted_batches
+from adapterbench.harness.environment import environment
 from adapterbench.harness.loop import Diverged, autocast_factory, train_and_evaluate
 from adapterbench.harness.measure import count_parameters, paired_latency
 from adapterbench.harness.records import (
     SCHEMA_VERSION,
     checkpoint_path,
     make_run_id,
-    settings_hash,
     write_predictions,
 )
 from adapterbench.harness.settings import TrainSettings, resolve_lr, resolve_settings, split_overrides
@@ -45,6 +41,7 @@ from adapterbench.variants.base import Variant, build_config
 from adapterbench.variants.targets import arch_for
 
 SUBSET_SEED = 0  # every variant and seed sees the same training subset; seeds vary init and order
+HOLDOUT_SPLIT = "train_holdout"  # the evaluated split of a run with holdout_samples (a sweep's trial)
 
 
 @dataclass
@@ -69,14 +66,48 @@ class RunSpec:
                            data=self.data_fingerprint)
 
 
-def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
-    """The variant instance and loop settings of ``spec``; raises :class:`UserError` on bad settings."""
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A run with every name and default resolved, once: what preflight checks, the record states and the run
+    uses. Building it raises :class:`UserError` for any bad setting, before anything trains."""
+
+    spec: RunSpec
+    variant_cls: type[Variant]
+    variant_overrides: dict[str, Any]
+    origin: str
+    settings: TrainSettings
+    lr: float
+    device: torch.device
+    precision: str
+    task: TaskSpec
+    model: ModelRef
+
+    def new_variant(self) -> Variant:
+        """A fresh variant instance (variants hold per-run state, so each run builds its own)."""
+        return self.variant_cls(build_config(self.variant_cls, dict(self.variant_overrides)))
+
+    @property
+    def loop_task(self) -> TaskSpec:
+        """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one."""
+        return self.task.derive(eval_splits=(HOLDOUT_SPLIT,)) if self.settings.holdout_samples else self.task
+
+
+def resolve(spec: RunSpec) -> ResolvedRun:
     entry = VARIANTS.entry(spec.variant)
     variant_cls = entry.load()
     train_over, variant_over = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
-    variant = variant_cls(build_config(variant_cls, variant_over))
+    build_config(variant_cls, variant_over)  # unknown keys raise here
     settings = resolve_settings(spec.profile, train_over)
-    return variant_cls, variant, settings, entry.origin
+    device, precision = select_device(settings)
+    return ResolvedRun(spec=spec, variant_cls=variant_cls, variant_overrides=variant_over, origin=entry.origin,
+                       settings=settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings),
+                       device=device, precision=precision, task=get_task(spec.task), model=resolve_model(spec.model))
+
+
+def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
+    """The variant instance and loop settings of ``spec`` (kept for callers that need only these)."""
+    run = resolve(spec)
+    return run.variant_cls, run.new_variant(), run.settings, run.origin
 
 
 def select_device(settings: TrainSettings) -> tuple[torch.device, str]:
@@ -146,21 +177,21 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
                               "model": {"name": spec.model}, "training": {"overrides": spec.overrides},
                               "data": {"fingerprint": spec.data_fingerprint}, "tags": spec.tags}
     try:
-        variant_cls, variant, settings, origin = prepare_variant(spec)
-        record["variant"] = {"name": spec.variant, "origin": origin, "config": asdict(variant.config),
-                             "mergeable": variant_cls.mergeable}
-        device, precision = select_device(settings)
-        lr = resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings)
-        record["training"] = {**settings.as_dict(), "lr": lr, "precision": precision, "device": str(device),
-                              "overrides": spec.overrides}
-        task = get_task(spec.task)
-        record["task"] = task_summary(evaluated_task(task, settings))
-        record["data"] = data_identity(task, spec.data_dir)
-        ref = resolve_model(spec.model)
-        record["model"] = {"name": ref.name, "path": ref.path, "weights_sha256": ref.weights_sha256}
+        describe_run(record, resolve(spec))
     except UserError:
         pass  # the run itself raises it again and records the message
     return record
+
+
+def describe_run(record: dict[str, Any], run: ResolvedRun) -> None:
+    """The record's variant, training, task, data and model sections, from the resolved run."""
+    record["variant"] = {"name": run.spec.variant, "origin": run.origin, "config": asdict(run.new_variant().config),
+                         "mergeable": run.variant_cls.mergeable}
+    record["training"] = {**run.settings.as_dict(), "lr": run.lr, "precision": run.precision,
+                          "device": str(run.device), "overrides": run.spec.overrides}
+    record["task"] = task_summary(run.loop_task)
+    record["data"] = data_identity(run.task, run.spec.data_dir)
+    record["model"] = {"name": run.model.name, "path": run.model.path, "weights_sha256": run.model.weights_sha256}
 
 
 def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
@@ -168,7 +199,7 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     wall_start = time.perf_counter()
     record = base_record(spec)
     try:
-        _run(spec, record, progress)
+        _run(resolve(spec), record, progress)
         record["status"] = "ok"
     except Diverged as exc:
         record.update(status="diverged", error=_error(exc))
@@ -183,20 +214,11 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     return record
 
 
-def evaluated_task(task: TaskSpec, settings: TrainSettings) -> TaskSpec:
-    """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one."""
-    return task.derive(eval_splits=(HOLDOUT_SPLIT,)) if settings.holdout_samples else task
 
 
-HOLDOUT_SPLIT = "train_holdout"
-
-
-def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
-    variant_cls, variant, settings, _ = prepare_variant(spec)
-    task = get_task(spec.task)
-    device, precision = select_device(settings)
-    lr = resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings)
-    ref = resolve_model(spec.model)
+def _run(run: ResolvedRun, record: dict[str, Any], progress: Any) -> None:
+    spec, settings, task, device, precision, ref = run.spec, run.settings, run.task, run.device, run.precision, run.model
+    variant = run.new_variant()
 
     seed_everything(spec.seed)
     tokenizer = load_tokenizer(ref)
@@ -213,7 +235,7 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
             examples = encode_split(task, split, tokenizer, settings.max_length, data_dir)
             eval_ids[split] = subset_ids(len(examples), settings.max_eval_samples)
             evals[split] = [examples[i] for i in eval_ids[split]]
-    loop_task = evaluated_task(task, settings)
+    loop_task = run.loop_task
     record["training"].update(train_examples=len(train), eval_examples={k: len(v) for k, v in evals.items()})
 
     model, missing = _load(ref, task, tokenizer, device)
@@ -227,7 +249,7 @@ def _run(spec: RunSpec, record: dict[str, Any], progress: Any) -> None:
     measurements = record.setdefault("measurements", {})
     measurements.update(count_parameters(model, original_ids, set(missing)))
 
-    result = train_and_evaluate(model, variant, loop_task, train, evals, settings, lr, spec.seed, device,
+    result = train_and_evaluate(model, variant, loop_task, train, evals, settings, run.lr, spec.seed, device,
                                 precision, tokenizer.pad_token_id, progress)
     measurements.update(result.measurements)
     record["training"].update(total_steps=result.total_steps, steps_per_epoch=result.steps_per_epoch)
@@ -341,69 +363,3 @@ def task_summary(task: TaskSpec) -> dict[str, Any]:
 def _error(exc: BaseException) -> dict[str, str]:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return {"type": type(exc).__name__, "message": message, "traceback": traceback.format_exc()}
-
-
-_ENVIRONMENT: dict[str, Any] | None = None
-
-
-def environment(device: str | None = None, precision: str | None = None) -> dict[str, Any]:
-    """Versions, device and the project's git commit; ``device`` (e.g. "cuda:1") picks the GPU named.
-
-    ``fingerprint`` is what makes speed and memory comparable between two runs: the device model, the thread
-    count, the precision and the versions of the libraries that do the arithmetic; ``fingerprint.id`` hashes it.
-    """
-    global _ENVIRONMENT
-    if _ENVIRONMENT is None:
-        import transformers
-
-        try:
-            import peft
-            peft_version = peft.__version__
-        except ImportError:
-            peft_version = None
-        cuda = torch.cuda.is_available()
-        commit, dirty = git_state(Path(adapterbench.__file__).resolve().parent.parent)
-        _ENVIRONMENT = {
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft_version,
-            "adapterbench": adapterbench.__version__, "platform": platform.platform(),
-            "device_name": cpu_name(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.version.cuda if cuda else None,
-            "git_commit": commit, "git_dirty": dirty, "argv": sys.argv[1:],
-        }
-    env = dict(_ENVIRONMENT)
-    if device and device.startswith("cuda") and torch.cuda.is_available():
-        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
-    env["fingerprint"] = environment_fingerprint(env, precision)
-    return env
-
-
-def environment_fingerprint(env: dict[str, Any], precision: str | None) -> dict[str, Any]:
-    fingerprint = {"device_name": env.get("device_name"), "torch_threads": env.get("torch_threads"),
-                   "cpu_count": env.get("cpu_count"), "torch": env.get("torch"),
-                   "transformers": env.get("transformers"), "peft": env.get("peft"), "precision": precision}
-    fingerprint["id"] = settings_hash(fingerprint)
-    return fingerprint
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_state(folder: Path) -> tuple[str | None, bool | None]:
-    """The project's commit and whether its tracked files have changes (None outside a checkout)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
-        return commit, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
