@@ -53,10 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a loop setting (lr, epochs, batch_size, ...) or a variant setting "
                           "(r=16, or lora.r=16 for one variant); repeatable")
+    run.add_argument("--preset", default=None, help="a paper's per-task recipe (bench list presets): its variant, "
+                     "model, standard profile and settings; --model, --profile and --set still win")
     run.add_argument("--matrix", default=None, help="a TOML matrix file (variants, tasks, seeds, model, "
                      "profile, set); command-line options override its values")
     run.add_argument("--force", action="store_true", help="rerun runs whose record is already ok "
                      "(the old record is moved to superseded/)")
+    run.add_argument("--log-to", dest="log_to", default=None,
+                     help="also log each run to an experiment tracker: mlflow (pip install \"adapterbench[mlflow]\")")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
     run.add_argument("--executor", default="local", help="local (this machine; the default) or ray (a Ray "
@@ -86,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--model", "--profile", "--data-dir", "--out"):
         sweep.add_argument(flag, default=None)
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--final-out", default=None,
+                       help="results folder for the final runs (default <out>/final), e.g. a leaderboard's")
     sweep.add_argument("--force", action="store_true")
     sweep.set_defaults(handler=_cmd_sweep)
 
@@ -98,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(handler=_cmd_history)
 
     lst = sub.add_parser("list", help="list variants or tasks")
-    lst.add_argument("what", choices=["variants", "tasks"])
+    lst.add_argument("what", choices=["variants", "tasks", "presets"])
     lst.set_defaults(handler=_cmd_list)
 
     from adapterbench.reports.cli import (
@@ -131,7 +137,7 @@ def _load_matrix(path: str) -> dict[str, Any]:
         data = tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"matrix file {path!r} is not valid TOML: {exc}") from None
-    allowed = {"variants", "tasks", "seeds", "model", "profile", "set", "data_dir", "out", "description"}
+    allowed = {"variants", "tasks", "seeds", "model", "profile", "set", "data_dir", "out", "description", "preset"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
@@ -154,9 +160,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     variants = listed(args.variants, "variants")
     tasks = listed(args.tasks, "tasks")
-    if not variants:
+    preset = args.preset or matrix.get("preset")
+    if preset and variants:
+        raise UserError(f"--preset {preset} fixes the variant; drop --variants ({','.join(variants)})")
+    if not variants and not preset:
         raise UserError("no variants given; use --variants lora,full (see bench list variants)")
-    if not tasks:
+    if not tasks and not preset:
         raise UserError("no tasks given; use --task sst2 (see bench list tasks)")
     seed_texts = listed(args.seeds, "seeds") or ["0"]
     try:
@@ -170,10 +179,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     override_items = [f"{k}={v}" for k, v in matrix_sets.items()] + list(args.overrides)
     overrides = parse_overrides(override_items)
     data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")
-    model = args.model or matrix.get("model") or "minilm"
-    profile = args.profile or matrix.get("profile") or "quick"
+    model = args.model or matrix.get("model")
+    profile = args.profile or matrix.get("profile")
     out = args.out or matrix.get("out") or "results"
-    specs = expand(variants, tasks, seeds, model, profile, overrides, data_dir, out)
+    if preset:
+        from adapterbench.presets import expand_preset
+
+        specs = expand_preset(str(preset), tasks, seeds, model, profile, overrides, data_dir, out)
+    else:
+        specs = expand(variants, tasks, seeds, model or "minilm", profile or "quick", overrides, data_dir, out)
+    if args.log_to:
+        from dataclasses import replace
+
+        from adapterbench.harness.trackers import check_trackers
+
+        check_trackers(_split(args.log_to))
+        specs = [replace(spec, trackers=_split(args.log_to)) for spec in specs]
     executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries,
                              args.in_process)
     if args.shard:
@@ -199,7 +220,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or os.environ.get("ADAPTERBENCH_DATA_DIR")
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
-                     args.out or "results/sweep", holdout=args.holdout, force=args.force)
+                     args.out or "results/sweep", holdout=args.holdout, force=args.force,
+                     final_out=args.final_out)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -227,6 +249,11 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "presets":
+        from adapterbench.presets import preset_rows
+
+        _print_table(("name", "paper", "runs", "from"), preset_rows())
+        return 0
     if args.what == "variants":
         from adapterbench.variants import VARIANTS
 

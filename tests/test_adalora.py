@@ -314,9 +314,9 @@ def test_masking_decisions_equal_peft():
     assert len({layer.rank for _, layer, _ in pairs}) > 1, "the budget should be re-allocated unevenly"
 
 
-def test_defaults_follow_the_official_sst2_script():
+def test_defaults_follow_the_official_scripts_at_the_papers_main_budget():
     c = AdaLoRAConfig()
-    assert (c.init_r, c.target_r, c.alpha, c.orth_reg_weight) == (8, 2, 16.0, 0.1)
+    assert (c.init_r, c.target_r, c.alpha, c.orth_reg_weight) == (4, 2, 16.0, 0.1)
     assert c.targets == "query,key,value,attn_out,ffn_in,ffn_out"
     assert (c.t_init, c.t_final) == (0.12, 0.44)  # 6000 and 22000 of 50,520 steps
 

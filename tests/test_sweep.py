@@ -76,9 +76,9 @@ def test_sweep_selects_on_held_out_training_data_with_equal_budgets(tmp_path, ti
 
     real_run = run_module._run
 
-    def spying_run(run, record, progress):
+    def spying_run(run, record, *args):
         spy.current_holdout = bool(run.settings.holdout_samples)
-        return real_run(run, record, progress)
+        return real_run(run, record, *args)
 
     monkeypatch.setattr(run_module, "encode_split", spy)
     monkeypatch.setattr(run_module, "_run", spying_run)
@@ -151,3 +151,13 @@ def test_record_has_predictions_data_and_deployed_parameters(tmp_path, tiny_mode
     r_max = record["variant"]["config"]["r"]
     assert record["measurements"]["params/deployed_adapter"] == record["measurements"]["params/trainable_adapter"]
     assert point1["params/deployed_adapter"] * r_max == record["measurements"]["params/trainable_adapter"]
+
+
+def test_a_final_at_the_profiles_learning_rate_is_the_plain_run(monkeypatch):
+    from adapterbench.harness import settings
+    from adapterbench.harness.sweep import final_overrides
+
+    assert final_overrides("lora", {"lr": 3e-3}, "quick") == {"lora.lr": 3e-3}
+    monkeypatch.setitem(settings.PROFILE_LR, "quick", {"lora": 3e-3})
+    assert final_overrides("lora", {"lr": 3e-3}, "quick") == {}  # same identity as `bench run --variants lora`
+    assert final_overrides("lora", {"lr": 3e-3, "r": 4}, "quick") == {"lora.r": 4}

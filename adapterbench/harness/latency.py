@@ -12,9 +12,13 @@ What is timed (fixed counts, so every record costs the same and says what it mea
 A model's latency is the mean over the inputs of the median over the repeats, in seconds per forward pass; the
 ratio is trained over base. A variant that can merge is timed unmerged (as trained), then merged, each phase
 against the base model timed beside it; ``inference/latency_ratio`` (the headline) is the merged figure at the
-evaluation batch size, as deployed. Counts: with the defaults (1 batch, 4 single examples, 1 + 5 passes) a
-mergeable variant costs 24 passes at the evaluation batch size and 96 at batch 1 (the previous protocol: 64 at
-the evaluation batch size, none at batch 1).
+evaluation batch size, as deployed.
+
+Counts, chosen so that the check costs a few per cent of a quick-profile run on a CPU (where one MiniLM pass over
+an evaluation batch of 64 takes about a second on a shared core): with the defaults (1 batch, 4 single examples,
+1 + 3 passes per input and model) a mergeable variant costs 16 passes at the evaluation batch size and 64 at
+batch 1, a variant that cannot merge half of that; the previous protocol took 64 passes at the evaluation batch
+size (4 batches, 2 warm-up + 5 timed passes, 2 models, plus 8 for the merge check) and none at batch 1.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from adapterbench.harness.measure import synchronize
 
 BATCH1_EXAMPLES = 4
 WARMUP = 1
-REPEATS = 5
+REPEATS = 3
 
 
 def quantile_picks(n: int, count: int) -> list[int]:

@@ -137,9 +137,11 @@ def _run_isolated(spec: RunSpec, path: Path, env: dict[str, str] | None = None,
         record = read_record(path)
         if code != 0:
             record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
-        if code != 0 or placement:
+        # The worker's whole life (Python start, imports, the run, writing): what a run costs the matrix.
+        record.setdefault("measurements", {})["time/process_s"] = time.perf_counter() - start
+        if placement:
             record.setdefault("environment", {})["placement"] = placement
-            write_record(path, record)
+        write_record(path, record)
         return record
     if code == -signal.SIGINT:
         raise KeyboardInterrupt

@@ -31,6 +31,7 @@ from adapterbench.harness.records import (
     write_predictions,
 )
 from adapterbench.harness.settings import TrainSettings, resolve_lr, resolve_settings, split_overrides
+from adapterbench.harness.trackers import make_trackers
 from adapterbench.models import ModelRef, load_model, load_tokenizer, resolve_model
 from adapterbench.tasks import get_task
 from adapterbench.tasks.encode import encode_split
@@ -59,6 +60,8 @@ class RunSpec:
     data_fingerprint: str = ""
     # What the run is part of (a sweep's trial or final, ...); recorded, never part of the identity.
     tags: dict[str, Any] = field(default_factory=dict)
+    # Experiment trackers that also get the run (``--log-to mlflow``); never part of the identity.
+    trackers: list[str] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -198,8 +201,10 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     """Run ``spec`` and return its record (never raises for a failed run; ``UserError`` is recorded too)."""
     wall_start = time.perf_counter()
     record = base_record(spec)
+    trackers = make_trackers(spec.trackers) if spec.trackers else []
+    _notify(trackers, "run_started", record)
     try:
-        _run(resolve(spec), record, progress, wall_start)
+        _run(resolve(spec), record, progress, wall_start, trackers)
         record["status"] = "ok"
     except Diverged as exc:
         record.update(status="diverged", error=_error(exc))
@@ -211,12 +216,21 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     training = record.get("training", {})
     record["environment"] = environment(training.get("device"), training.get("precision"))
     record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    _notify(trackers, "run_finished", record)
     return record
 
 
+def _notify(trackers: list[Any], event: str, record: dict[str, Any]) -> None:
+    """A tracker that fails costs a note in the record, never the run."""
+    for tracker in trackers:
+        try:
+            getattr(tracker, event)(record)
+        except Exception as exc:  # noqa: BLE001 - an external service's error must not end the matrix
+            record.setdefault("notes", []).append(f"tracker {type(tracker).__name__}.{event} failed: {exc}")
 
 
-def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float) -> None:
+def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float,
+         observers: list[Any] | None = None) -> None:
     spec, settings, task, device, precision, ref = run.spec, run.settings, run.task, run.device, run.precision, run.model
     variant = run.new_variant()
 
@@ -251,7 +265,7 @@ def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float
 
     measurements["time/setup_s"] = time.perf_counter() - started  # resolve, tokenize, load, adapt
     result = train_and_evaluate(model, variant, loop_task, train, evals, settings, run.lr, spec.seed, device,
-                                precision, tokenizer.pad_token_id, progress)
+                                precision, tokenizer.pad_token_id, progress, observers=observers)
     measurements.update(result.measurements)
     record["training"].update(total_steps=result.total_steps, steps_per_epoch=result.steps_per_epoch)
     record["history"] = result.history

@@ -12,7 +12,7 @@ The protocol, for each (task, variant):
    numbers that are reported.
 
 Trials and finals are ordinary records (resumable, skipped when done) under ``<out>/trials/`` and
-``<out>/final/``, tagged ``{"sweep", "role", ...}``; ``<out>/sweep.json`` and ``<out>/sweep.md`` hold the chosen
+``<out>/final/`` (or ``--final-out``), tagged ``{"sweep", "role", ...}``; ``<out>/sweep.json`` and ``<out>/sweep.md`` hold the chosen
 settings and every trial's value.
 """
 
@@ -29,7 +29,7 @@ from adapterbench.errors import UserError
 from adapterbench.harness.matrix import expand, preflight, run_matrix
 from adapterbench.harness.records import read_record, record_path, write_record
 from adapterbench.harness.run import HOLDOUT_SPLIT, RunSpec
-from adapterbench.harness.settings import TRAIN_KEYS, parse_value
+from adapterbench.harness.settings import TRAIN_KEYS, TrainSettings, parse_value, resolve_lr
 from adapterbench.tasks import get_task
 from adapterbench.variants import VARIANTS
 
@@ -122,11 +122,27 @@ def select(trials: list[tuple[RunSpec, dict[str, Any] | None]], greater_is_bette
     return best
 
 
+def final_overrides(variant: str, chosen: dict[str, Any], profile: str) -> dict[str, Any]:
+    """The overrides of a final run: the chosen setting, minus a learning rate the profile already gives.
+
+    Once a profile carries the sweep's learning rates (``PROFILE_LR``), a final is then exactly the run
+    ``bench run --variants <v> --profile <p>`` makes, with the same run id, so it is not computed twice.
+    """
+    cls = VARIANTS.get(variant)
+    profile_lr = resolve_lr(profile, variant, cls.default_lr, TrainSettings())
+    return {f"{variant}.{k}": v for k, v in chosen.items()
+            if not (k == "lr" and math.isclose(float(v), profile_lr, rel_tol=1e-9))}
+
+
 def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]], seeds: list[int], model: str,
               profile: str, overrides: dict[str, Any], data_dir: str | None, out: str, holdout: int = DEFAULT_HOLDOUT,
               trial_seed: int | None = None, force: bool = False, isolate: bool = True,
-              stream: TextIO | None = None) -> int:
-    """Trials, selection and finals (see the module docstring); returns 0 when every final run is ok."""
+              stream: TextIO | None = None, final_out: str | None = None) -> int:
+    """Trials, selection and finals (see the module docstring); returns 0 when every final run is ok.
+
+    ``final_out`` puts the finals in another results folder (default ``<out>/final``), for example the
+    leaderboard's, where runs with the same identity are then already done.
+    """
     out_dir = Path(out)
     name = out_dir.name
     for key in grid:
@@ -163,9 +179,9 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
                             "value": (r or {}).get("metrics", {}).get("primary", {}).get("value"),
                             "total_steps": (r or {}).get("training", {}).get("total_steps")} for s, r in results],
             }
-            final_overrides = {**overrides, **{f"{variant}.{k}": v for k, v in chosen.items()}}
-            for spec in expand([variant], [task_name], seeds, model, profile, final_overrides, data_dir,
-                               str(out_dir / "final")):
+            for spec in expand([variant], [task_name], seeds, model, profile,
+                               {**overrides, **final_overrides(variant, chosen, profile)}, data_dir,
+                               final_out or str(out_dir / "final")):
                 finals.append(replace(spec, tags={"sweep": name, "role": "final", "chosen": chosen,
                                                   "selected_on": HOLDOUT_SPLIT,
                                                   "trials": [s.run_id for s in mine]}))

@@ -1,0 +1,235 @@
+"""The answer at the top of a report: per task the best variant, those tied with it, the Pareto set; across
+tasks the mean rank and a GLUE-style average; paper against measured.
+
+Per task (``TaskRuns``; the family of one task is its comparisons against the best):
+
+1. every variant gets an :class:`~adapterbench.stats.intervals.Estimate` (mean over seeds and the reported
+   interval, rule in :mod:`adapterbench.stats.intervals`);
+2. **best** = the best mean in the metric's direction (the first listed on an exact tie);
+3. every other variant is compared with the best: the paired test on per-example predictions
+   (:func:`~adapterbench.stats.paired.paired_test`, seeds paired by key) when both have predictions, else the
+   paired t-test over common seeds; neither -> "untested" (not called tied nor worse);
+4. the p-values of the task are Holm-corrected; adjusted ``p >= alpha`` -> **tied** with the best, else worse;
+5. **Pareto set** over (``cost_key``, mean metric): variants that no other beats on both, i.e. no ``j`` with
+   ``cost_j <= cost_i`` and ``value_j >= value_i`` (direction-aware), one strictly; listed by cost;
+6. **rank**: 1 = best mean, ties share the average rank (``scipy.stats.rankdata``).
+
+Across tasks: the **mean rank** over the tasks a variant ran; the **average** of primary metrics (GLUE's
+score: the unweighted mean over tasks, whatever the metric) for variants present on every task, with an
+interval: over seeds when the variant has two or more seeds common to all tasks (the average per seed, then the
+t interval), over examples when it has predictions on every task (each task's bootstrap distribution drawn
+independently, since tasks have different examples; averaged; percentile), the wider when both.
+
+**Paper vs measured**: ``(measured mean - paper value) / paper std``, in the metric's units (give the paper's
+numbers on the same scale, e.g. 0.934 rather than 93.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from adapterbench.stats.intervals import (
+    N_RESAMPLES,
+    Estimate,
+    Interval,
+    estimate,
+    example_bootstrap,
+    seed_interval,
+)
+from adapterbench.stats.metrics import Metric
+from adapterbench.stats.multiple import adjust
+from adapterbench.stats.paired import PairedResult, paired_test, seed_paired_test
+
+DEPLOYED_PARAMS = "params/deployed_adapter"
+
+
+@dataclass(frozen=True)
+class VariantRuns:
+    """The runs of one variant (configuration) on one task."""
+
+    variant: str
+    seed_values: Mapping[Any, float]              # primary metric per seed
+    predictions: Mapping[Any, Any] | None = None  # per seed: per-example predictions on the task's references
+    costs: Mapping[str, float] = field(default_factory=dict)  # "params/deployed_adapter", "memory/peak_bytes"
+    paper: tuple[float, float | None] | None = None  # (paper value, paper std) on the metric's scale
+
+
+@dataclass(frozen=True)
+class TaskRuns:
+    task: str
+    metric: Metric  # the primary metric (its name, direction and resampling)
+    variants: Sequence[VariantRuns]
+    references: Any = None
+
+
+@dataclass(frozen=True)
+class PaperDelta:
+    paper: float
+    paper_std: float | None
+    measured: float
+    difference: float            # measured - paper
+    in_paper_std: float | None   # difference / paper std (None without a positive std)
+
+
+@dataclass(frozen=True)
+class VariantAnswer:
+    variant: str
+    estimate: Estimate
+    rank: float
+    status: str                       # "best", "tied", "worse" or "untested"
+    vs_best: PairedResult | None      # this variant minus the best
+    p_adjusted: float | None          # Holm-adjusted p of vs_best
+    pareto: bool
+    costs: Mapping[str, float]
+    paper: PaperDelta | None
+
+
+@dataclass(frozen=True)
+class TaskAnswer:
+    task: str
+    metric: str
+    higher_is_better: bool
+    best: str
+    tied: tuple[str, ...]      # each of these three by rank
+    worse: tuple[str, ...]
+    untested: tuple[str, ...]
+    pareto: tuple[str, ...]           # by increasing cost
+    variants: tuple[VariantAnswer, ...]  # by rank
+    alpha: float
+    correction: str
+
+
+@dataclass(frozen=True)
+class OverallRow:
+    variant: str
+    mean_rank: float
+    n_tasks: int
+    average: Estimate | None  # None unless the variant ran on every task
+
+
+@dataclass(frozen=True)
+class Answer:
+    tasks: tuple[TaskAnswer, ...]
+    overall: tuple[OverallRow, ...]  # by mean rank
+    task_names: tuple[str, ...]
+
+
+def paper_delta(measured: float, paper: float, paper_std: float | None) -> PaperDelta:
+    difference = measured - paper
+    z = difference / paper_std if paper_std is not None and paper_std > 0 else None
+    return PaperDelta(paper, paper_std, measured, difference, z)
+
+
+def pareto_set(costs: Sequence[float | None], values: Sequence[float], higher_is_better: bool = True
+               ) -> list[int]:
+    """Indices not dominated on (lower cost, better value), sorted by cost; a missing cost is left out."""
+    sign = 1.0 if higher_is_better else -1.0
+    points = [(i, float(c), sign * float(v)) for i, (c, v) in enumerate(zip(costs, values)) if c is not None]
+    keep = [i for i, c, v in points
+            if not any(c2 <= c and v2 >= v and (c2 < c or v2 > v) for _, c2, v2 in points)]
+    return sorted(keep, key=lambda i: (float(costs[i]), -sign * float(values[i])))
+
+
+def _ranks(values: Sequence[float], higher_is_better: bool) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    return sps.rankdata(-x if higher_is_better else x, method="average")
+
+
+def _vs_best(task: TaskRuns, run: VariantRuns, best: VariantRuns, n_resamples: int, rng: Any
+             ) -> PairedResult | None:
+    if run.predictions and best.predictions and task.references is not None:
+        if set(run.predictions) & set(best.predictions):
+            return paired_test(task.metric, run.predictions, best.predictions, task.references,
+                               n_resamples=n_resamples, rng=rng)
+    return seed_paired_test(task.metric.name, run.seed_values, best.seed_values)
+
+
+def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED_PARAMS,
+                n_resamples: int = N_RESAMPLES, rng: Any = 0) -> TaskAnswer:
+    """The answer for one task (steps in the module docstring)."""
+    if not task.variants:
+        raise ValueError(f"task {task.task!r} has no variant to compare")
+    level = 1 - alpha
+    estimates = [estimate(task.metric, v.seed_values, v.predictions, task.references, level=level,
+                          n_resamples=n_resamples, rng=rng) for v in task.variants]
+    means = [e.value for e in estimates]
+    hib = task.metric.higher_is_better
+    best_i = int(np.argmax(means) if hib else np.argmin(means))
+    best = task.variants[best_i]
+    comparisons = {i: _vs_best(task, v, best, n_resamples, rng)
+                   for i, v in enumerate(task.variants) if i != best_i}
+    tested = [i for i, c in comparisons.items() if c is not None]
+    adjusted = dict(zip(tested, adjust([comparisons[i].p_value for i in tested], "holm")))
+    pareto = pareto_set([v.costs.get(cost_key) for v in task.variants], means, hib)
+    ranks = _ranks(means, hib)
+    rows = []
+    for i, (v, e) in enumerate(zip(task.variants, estimates)):
+        if i == best_i:
+            status = "best"
+        elif i not in adjusted:
+            status = "untested"
+        else:
+            status = "tied" if adjusted[i] >= alpha else "worse"
+        paper = paper_delta(e.value, *v.paper) if v.paper else None
+        p_adjusted = float(adjusted[i]) if i in adjusted else None
+        rows.append(VariantAnswer(v.variant, e, float(ranks[i]), status, comparisons.get(i), p_adjusted,
+                                  i in pareto, dict(v.costs), paper))
+    rows.sort(key=lambda r: (r.rank, r.variant))
+    by_status = {s: tuple(r.variant for r in rows if r.status == s) for s in ("tied", "worse", "untested")}
+    return TaskAnswer(task.task, task.metric.name, hib, best.variant, by_status["tied"], by_status["worse"],
+                      by_status["untested"], tuple(task.variants[i].variant for i in pareto),
+                      tuple(rows), alpha, "holm")
+
+
+def _average(tasks: Sequence[TaskRuns], runs: Sequence[VariantRuns], level: float, n_resamples: int, rng: Any
+             ) -> Estimate:
+    """GLUE-style average of one variant over ``tasks`` (``runs[t]`` its runs on task ``t``)."""
+    means = [float(np.mean(list(r.seed_values.values()))) for r in runs]
+    seeds = set.intersection(*(set(r.seed_values) for r in runs))
+    per_seed = [float(np.mean([r.seed_values[s] for r in runs])) for s in sorted(seeds, key=str)]
+    by_seeds = seed_interval(per_seed, level) if len(per_seed) >= 2 else None
+    by_examples = None
+    if all(r.predictions for r in runs) and all(t.references is not None for t in tasks):
+        dists = [example_bootstrap(t.metric, list(r.predictions.values()), t.references, level=level,
+                                   n_resamples=n_resamples, method="percentile", rng=rng)[2]
+                 for t, r in zip(tasks, runs)]
+        # Each task's distribution came from the same seed; permute each with its own draw so that the tasks'
+        # resamples are independent (they have different examples).
+        generator = np.random.default_rng(rng)
+        mean_dist = np.mean([generator.permutation(d) for d in dists], axis=0)
+        tail = (1 - level) / 2
+        low, high = (float(v) for v in np.quantile(mean_dist, [tail, 1 - tail]))
+        by_examples = Interval(low, high, level, f"percentile bootstrap over examples of {len(tasks)} tasks, "
+                                                 f"drawn independently ({n_resamples} resamples)")
+    candidates = [(i.high - i.low, name, i) for name, i in (("seeds", by_seeds), ("examples", by_examples)) if i]
+    std = float(np.std(per_seed, ddof=1)) if len(per_seed) >= 2 else None
+    if not candidates:
+        return Estimate(float(np.mean(means)), std, len(per_seed), None, "none")
+    _, reported, interval = max(candidates, key=lambda c: c[0])
+    return Estimate(float(np.mean(means)), std, len(per_seed), interval, reported, by_seeds, by_examples)
+
+
+def answer(tasks: Sequence[TaskRuns], *, alpha: float = 0.05, cost_key: str = DEPLOYED_PARAMS,
+           n_resamples: int = N_RESAMPLES, rng: Any = 0) -> Answer:
+    """Per-task answers plus the mean rank and the GLUE-style average across tasks."""
+    names = [t.task for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names repeat: {names}")
+    per_task = tuple(answer_task(t, alpha=alpha, cost_key=cost_key, n_resamples=n_resamples, rng=rng)
+                     for t in tasks)
+    variants = list(dict.fromkeys(v.variant for t in tasks for v in t.variants))
+    overall = []
+    for name in variants:
+        ranks = [r.rank for ta in per_task for r in ta.variants if r.variant == name]
+        runs = [next((v for v in t.variants if v.variant == name), None) for t in tasks]
+        average = None
+        if all(r is not None for r in runs):
+            average = _average(tasks, runs, 1 - alpha, n_resamples, rng)
+        overall.append(OverallRow(name, float(np.mean(ranks)), len(ranks), average))
+    overall.sort(key=lambda r: (r.mean_rank, -r.n_tasks, r.variant))
+    return Answer(per_task, tuple(overall), tuple(names))

@@ -1,0 +1,130 @@
+"""adapterbench.stats.answer on a small case worked out by hand (best, tied after Holm, Pareto, ranks, averages,
+paper against measured)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from adapterbench.stats import (
+    TaskRuns,
+    VariantRuns,
+    answer,
+    answer_task,
+    classification_metric,
+    function_metric,
+    pareto_set,
+    regression_metric,
+)
+
+REF = np.array([1, 0] * 50)  # 100 examples
+COSTS = {"A": 1000, "X": 10, "Y": 2000, "Z": 5}
+
+
+def _right_on(indices: range) -> np.ndarray:
+    right = np.zeros(100, bool)
+    right[list(indices)] = True
+    return np.where(right, REF, 1 - REF)
+
+
+def _sst2() -> TaskRuns:
+    """One seed, accuracy, McNemar against the best (A):
+
+    A right on 0..79 (0.80); X on 6..79 (0.74): A alone right on 6 -> p = 2 * 2^-6 = 0.03125;
+    Y on 1..79 (0.79): A alone right on 1 -> p = 1; Z on 0..29 (0.30): A alone right on 50 -> p = 2^-49.
+    Holm over (X, Y, Z): Z * 3, X * 2 = 0.0625, Y * 1 = 1 -> X tied though significant alone, Y tied, Z worse.
+    """
+    runs = {"A": range(80), "X": range(6, 80), "Y": range(1, 80), "Z": range(30)}
+    metric = classification_metric("accuracy")
+    variants = [VariantRuns(name, {0: metric.value(_right_on(r), REF)}, {0: _right_on(r)},
+                            {"params/deployed_adapter": COSTS[name], "memory/peak_bytes": 1e9})
+                for name, r in runs.items()]
+    return TaskRuns("sst2", metric, variants, REF)
+
+
+STSB = {"A": {0: 0.80, 1: 0.82, 2: 0.84}, "X": {0: 0.85, 1: 0.86, 2: 0.87}, "Y": {0: 0.50, 1: 0.60, 2: 0.52}}
+
+
+def _stsb() -> TaskRuns:
+    """Three seeds, no predictions: paired t-tests over seeds against the best (X, mean 0.86)."""
+    variants = [VariantRuns(name, values, None, {"params/deployed_adapter": COSTS[name]},
+                            paper=(0.85, 0.01) if name == "A" else None)
+                for name, values in STSB.items()]
+    return TaskRuns("stsb", regression_metric("pearson"), variants)
+
+
+def test_answer_on_a_case_worked_by_hand():
+    result = answer([_sst2(), _stsb()], n_resamples=500)
+    sst2, stsb = result.tasks
+    assert (sst2.best, sst2.tied, sst2.worse, sst2.untested) == ("A", ("Y", "X"), ("Z",), ())
+    by_name = {v.variant: v for v in sst2.variants}
+    assert by_name["X"].vs_best.test == "mcnemar"
+    assert by_name["X"].vs_best.p_value == pytest.approx(0.03125, abs=1e-12)  # significant alone ...
+    assert by_name["X"].p_adjusted == pytest.approx(0.0625, abs=1e-12)       # ... tied in the family
+    assert by_name["Y"].p_adjusted == pytest.approx(1.0)
+    assert by_name["Z"].p_adjusted == pytest.approx(3 * 2.0 ** -49, rel=1e-9)
+    assert by_name["X"].vs_best.difference == pytest.approx(0.74 - 0.80, abs=1e-12)
+    assert [v.variant for v in sst2.variants] == ["A", "Y", "X", "Z"]
+    assert [v.rank for v in sst2.variants] == [1.0, 2.0, 3.0, 4.0]
+    # Pareto over (deployed params, accuracy): Z (5, .30), X (10, .74), A (1000, .80); A beats Y (2000, .79).
+    assert sst2.pareto == ("Z", "X", "A")
+    assert by_name["A"].estimate.reported == "examples" and by_name["A"].estimate.interval.low < 0.80
+
+    # STS-B: X best; A and Y worse after Holm (p-values from scipy's paired t, Holm by hand).
+    p_a = stats.ttest_rel([0.80, 0.82, 0.84], [0.85, 0.86, 0.87]).pvalue
+    p_y = stats.ttest_rel([0.50, 0.60, 0.52], [0.85, 0.86, 0.87]).pvalue
+    assert p_y < p_a < 0.05
+    by_name = {v.variant: v for v in stsb.variants}
+    assert by_name["Y"].p_adjusted == pytest.approx(2 * p_y)
+    assert by_name["A"].p_adjusted == pytest.approx(max(2 * p_y, p_a))
+    assert (stsb.best, stsb.tied, stsb.worse) == ("X", (), ("A", "Y"))
+    assert by_name["A"].vs_best.test == "paired t over seeds"
+    assert stsb.pareto == ("X",)
+    assert by_name["A"].estimate.reported == "seeds"
+    paper = by_name["A"].paper
+    assert paper.difference == pytest.approx(-0.03) and paper.in_paper_std == pytest.approx(-3.0)
+
+    # Mean ranks: A (1 + 2) / 2, X (3 + 1) / 2, Y (2 + 3) / 2, Z 4 on one task; GLUE-style average of the means.
+    rows = {r.variant: r for r in result.overall}
+    assert [r.variant for r in result.overall] == ["A", "X", "Y", "Z"]
+    assert [rows[v].mean_rank for v in "AXYZ"] == [1.5, 2.0, 2.5, 4.0]
+    assert rows["Z"].n_tasks == 1 and rows["Z"].average is None
+    assert rows["A"].average.value == pytest.approx((0.80 + 0.82) / 2)
+    assert rows["Y"].average.value == pytest.approx((0.79 + 0.54) / 2)
+    assert rows["A"].average.reported == "none"  # one common seed, no STS-B predictions: no honest interval
+
+
+def test_average_interval_over_seeds_and_over_examples():
+    rng = np.random.default_rng(0)
+    metric = classification_metric("accuracy")
+    tasks = []
+    for t in range(2):
+        ref = rng.integers(0, 2, 200)
+        preds = {s: np.where(rng.random(200) < 0.7 + 0.1 * t, ref, 1 - ref) for s in range(3)}
+        values = {s: metric.value(p, ref) for s, p in preds.items()}
+        tasks.append(TaskRuns(f"t{t}", metric, [VariantRuns("v", values, preds)], ref))
+    row = answer(tasks, n_resamples=500).overall[0]
+    per_seed = [np.mean([t.variants[0].seed_values[s] for t in tasks]) for s in range(3)]
+    expected = stats.ttest_1samp(per_seed, 0).confidence_interval()
+    assert (row.average.seed_interval.low, row.average.seed_interval.high) == pytest.approx(
+        (expected.low, expected.high))
+    ex = row.average.example_interval
+    assert ex is not None and ex.low < row.average.value < ex.high
+    widths = {"seeds": row.average.seed_interval.half_width, "examples": ex.half_width}
+    assert row.average.reported == max(widths, key=widths.get)
+
+
+def test_lower_is_better_and_untested():
+    mse = function_metric("mse", lambda p, r: float(np.mean((np.asarray(p) - np.asarray(r)) ** 2)),
+                          higher_is_better=False)
+    task = TaskRuns("reg", mse, [VariantRuns("big", {0: 0.5, 1: 0.6, 2: 0.55}),
+                                 VariantRuns("small", {0: 0.2, 1: 0.32, 2: 0.25}),
+                                 VariantRuns("constant", {0: 0.2 + 0.1, 1: 0.32 + 0.1, 2: 0.25 + 0.1}),
+                                 VariantRuns("once", {7: 0.4})])
+    ta = answer_task(task)
+    assert ta.best == "small" and ta.worse == ("big",) and ta.untested == ("constant", "once")
+    p_big = stats.ttest_rel([0.5, 0.6, 0.55], [0.2, 0.32, 0.25]).pvalue
+    assert ta.variants[-1].variant == "big" and ta.variants[-1].p_adjusted == pytest.approx(p_big)
+    assert pareto_set([3, 1, None], [0.5, 0.2, 0.1], higher_is_better=False) == [1]
+    assert pareto_set([1, 2, 3], [0.5, 0.7, 0.7]) == [0, 1]
