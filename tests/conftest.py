@@ -5,8 +5,21 @@ machine (CI, or several pytest processes) oversubscription makes every small mat
 """
 
 import os
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("ADAPTERBENCH_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session")
+def real_records(tmp_path_factory):
+    """Records written by the real harness on tiny models, once per session: {"mixed", "clean", "model"} folders
+    (see tests/data/records/make_records.py)."""
+    sys.path.insert(0, str(Path(__file__).parent / "data" / "records"))
+    from make_records import make_records
+
+    return make_records(tmp_path_factory.mktemp("records"))

@@ -29,7 +29,7 @@ from adapterbench.harness.executors import DevicePoolExecutor, LocalExecutor, ma
 from adapterbench.harness.matrix import expand, run_matrix
 from adapterbench.harness.records import checkpoint_path, read_record
 from adapterbench.reports.aggregate import aggregate_group
-from adapterbench.reports.collect import deduplicate, load_records
+from adapterbench.reports.collect import Collection, load_records
 from adapterbench.testing import save_tiny_model
 
 TASK_FILE = Path(__file__).parent / "data" / "tasks" / "sentiment.toml"
@@ -104,14 +104,14 @@ def test_device_pool_runs_one_run_per_device_at_a_time(monkeypatch, tmp_path, ti
     spans: list[tuple[str, float, float]] = []
     lock = threading.Lock()
 
-    def fake_run(spec, path, env=None, placement=None, on_start=None, die_with_parent=False):
+    def fake_run(spec, path, argv=None, on_start=None, env=None, placement=None):
         start = time.perf_counter()
         time.sleep(0.05)
         with lock:
             spans.append((env["CUDA_VISIBLE_DEVICES"], start, time.perf_counter()))
         return {"status": "ok", "run_id": spec.run_id}
 
-    monkeypatch.setattr(matrix, "_run_isolated", fake_run)
+    monkeypatch.setattr(matrix, "run_isolated", fake_run)
     specs = smoke_specs(tiny_folder, tmp_path / "out", seeds=range(5))
     assert run_matrix(specs, executor=DevicePoolExecutor(["3", "5"]), stream=io.StringIO()) == 0
     assert len(spans) == len(specs) == 10
@@ -131,10 +131,11 @@ def test_device_pool_records_the_device_and_keeps_the_run_ids(tmp_path, tiny_fol
     assert placed <= {"0", "1"} and placed
     assert "on GPU" in out.getvalue()
     # A report of the spread matrix counts each seed once, also when read together with the local folder.
-    collection = deduplicate(load_records([spread, local]))
+    collection = Collection.of(*load_records([spread, local]))
     assert len(collection.latest) == 4 and len(collection.older) == 4
-    table = aggregate_group(collection.ok)
+    table = aggregate_group(collection.ok_points, collection.ok)
     assert sorted(row.stats["primary"].n for row in table.rows) == [2, 2]
+    assert sorted(sorted(row.seeds) for row in table.rows) == [[0, 1], [0, 1]]
 
 
 def test_device_pool_refuses_a_device_setting(tmp_path, tiny_folder):
@@ -187,7 +188,7 @@ def test_ray_missing_gives_one_line_with_the_install_command(monkeypatch, capsys
 
 # ---- Ray ---------------------------------------------------------------------------------------------------
 def ray_executor(**kwargs):
-    from adapterbench.harness.executors import RayExecutor
+    from adapterbench.harness.ray_executor import RayExecutor
 
     return RayExecutor(num_cpus=2, **kwargs)
 
@@ -200,7 +201,7 @@ def test_ray_gives_the_local_executors_records(tmp_path, tiny_folder):
     assert run_matrix(smoke_specs(tiny_folder, on_ray), executor=ray_executor(), stream=out) == 0
     assert_same_runs(local, on_ray)
     assert {r["environment"]["placement"]["executor"] for r in records(on_ray).values()} == {"ray"}
-    assert out.getvalue().count("[done ") == 4 and out.getvalue().count("  ok: ") == 4
+    assert out.getvalue().count("(done ") == 4 and out.getvalue().count("  ok: ") == 4
 
 
 def kill_supervisor_of(record_file: Path, killed: list[int], timeout: float = 240) -> None:

@@ -103,14 +103,16 @@ def test_profiles_grow_from_smoke_to_standard():
 
 def test_records_are_written_atomically_and_superseded_not_overwritten(tmp_path):
     path = records.record_path(tmp_path, "run-a")
-    records.write_record(path, {"schema_version": 1, "run_id": "run-a", "status": "failed"})
+    minimal = {"schema_version": 2, "run_id": "run-a", "seed": 0, "variant": {"name": "head"},
+               "task": {"name": "sst2"}, "model": {"name": "m"}}
+    records.write_record(path, {**minimal, "status": "failed"})
     assert records.existing_status(path) == "failed"
     moved = records.supersede(path)
     assert moved is not None and moved.parent.name == "superseded" and not path.exists()
     assert json.loads(moved.read_text())["status"] == "failed"
-    records.write_record(path, {"schema_version": 1, "run_id": "run-a", "status": "ok"})
-    found = [r["status"] for _, r in records.iter_records([tmp_path])]
-    assert found == ["ok"]  # superseded records are kept but not read as current
+    records.write_record(path, {**minimal, "status": "ok", "metrics": {"final": {"validation/accuracy": 0.5}}})
+    scan = records.scan_records([tmp_path])
+    assert [r["status"] for _, r in scan.found] == ["ok"] and scan.skipped == []  # superseded: kept, not read
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -20,7 +20,6 @@ from adapterbench.reports.build import write_report
 
 pytestmark = pytest.mark.browser
 
-MIXED = Path(__file__).parent / "data" / "records" / "mixed"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
     "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -76,9 +75,9 @@ class Dom(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, real_records):
     out = tmp_path_factory.mktemp("browser") / "report"
-    return write_report([MIXED], out), out
+    return write_report([real_records["mixed"]], out), out
 
 
 def test_report_loads_without_console_errors_and_shows_tables_and_charts(report, tmp_path):

@@ -1,19 +1,22 @@
-"""Report charts: the data preparation (pure functions) and the PNG files themselves."""
+"""Report charts: the data preparation (pure functions) and the PNG files themselves, drawn from records written
+by the real harness (the ``real_records`` fixture)."""
 
 from __future__ import annotations
 
-import copy
+import json
+import statistics
 import struct
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from adapterbench.reports import charts
-from adapterbench.reports.aggregate import aggregate_group
-from adapterbench.reports.build import build_report
-from adapterbench.reports.collect import deduplicate, load_records
+from adapterbench.reports.aggregate import Row, Stat, aggregate_group
+from adapterbench.reports.collect import Collection, ConfigId, load_records
+from adapterbench.reports.model import build_report
+from adapterbench.results import parse_module_name
 
-MIXED = Path(__file__).parent / "data" / "records" / "mixed"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -25,10 +28,20 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def collection_of(folder: Path, keep=lambda path, record: True) -> Collection:
+    found, skipped = load_records([folder])
+    return Collection.of([(p, r) for p, r in found if keep(p, r)], skipped)
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def mixed(real_records) -> Path:
+    return real_records["mixed"]
+
+
+@pytest.fixture(scope="module")
+def built(mixed, tmp_path_factory):
     out = tmp_path_factory.mktemp("charts")
-    return build_report(load_records([MIXED]), out, ["mixed"]), out
+    return build_report(collection_of(mixed), out, ["mixed"]), out
 
 
 def test_every_expected_chart_is_a_real_png(built):
@@ -36,6 +49,7 @@ def test_every_expected_chart_is_a_real_png(built):
     files = {c.file for t in report.tasks for g in t.groups for c in g.charts}
     main = next(g for t in report.tasks if t.task == "sst2" for g in t.groups if len(g.table.rows) > 1)
     kinds = {c.file.split("-", 2)[2] for c in main.charts}
+    # LoRA declares its rank map too, but its ranks are all r and not allocated: no heatmap for it.
     assert kinds == {"pareto.png", "resources.png", "points.png", "trend.png", "ranks-adalora.png"}
     for name in files:
         path = out / name
@@ -47,26 +61,22 @@ def test_every_expected_chart_is_a_real_png(built):
 
 def test_single_row_groups_get_no_trade_off_charts(built):
     report, _ = built
-    conll = next(t for t in report.tasks if t.task == "conll2003")
-    assert conll.groups[0].charts == []
+    ner = next(t for t in report.tasks if t.task == "tiny-ner")
+    assert ner.groups[0].charts == []
 
 
-def test_no_adalora_record_no_heatmap_and_one_date_no_trend(tmp_path):
-    found = [(p, r) for p, r in load_records([MIXED])
-             if r["variant"]["name"] != "adalora" and not r["created_at"].startswith("2024-05-01")]
-    report = build_report(found, tmp_path, ["x"])
+def test_no_rank_map_no_heatmap_and_one_date_no_trend(mixed, tmp_path):
+    collection = collection_of(mixed, lambda p, r: r["variant"]["name"] != "adalora" and "2024-05-01" not in str(p))
+    report = build_report(collection, tmp_path, ["x"])
     names = [c.file for t in report.tasks for g in t.groups for c in g.charts]
     assert names and not [n for n in names if "ranks" in n or "trend" in n]
 
 
 def test_parse_module_name_across_architectures():
-    assert charts.parse_module_name("bert.encoder.layer.3.attention.self.query") == (3, "attention.self.query")
-    assert charts.parse_module_name("distilbert.transformer.layer.0.attention.q_lin") == (0, "attention.q_lin")
-    assert charts.parse_module_name("model.layers.11.self_attn.q_proj") == (11, "self_attn.q_proj")
-    # PEFT-style parameter names carry tensor suffixes; the module is what counts
-    assert charts.parse_module_name("base_model.model.roberta.encoder.layer.2.output.dense.lora_E") == (
-        2, "output.dense")
-    assert charts.parse_module_name("classifier.dense") == (None, "classifier.dense")
+    assert parse_module_name("bert.encoder.layer.3.attention.self.query") == (3, "attention.self.query")
+    assert parse_module_name("distilbert.transformer.layer.0.attention.q_lin") == (0, "attention.q_lin")
+    assert parse_module_name("model.layers.11.self_attn.q_proj") == (11, "self_attn.q_proj")
+    assert parse_module_name("classifier.dense") == (None, "classifier.dense")
 
 
 def test_short_roles_keep_ambiguous_names_apart():
@@ -78,18 +88,6 @@ def test_short_roles_keep_ambiguous_names_apart():
         "output.dense": "output.dense"}
 
 
-def test_find_rank_map_in_variant_info_shapes():
-    ranks = {"bert.encoder.layer.0.attention.self.query": 3, "bert.encoder.layer.1.attention.self.query": 5}
-    assert charts.find_rank_map({"ranks": ranks, "budget": [[0, 8]]}) == {k: float(v) for k, v in ranks.items()}
-    assert charts.find_rank_map(ranks) == {k: float(v) for k, v in ranks.items()}  # variant_info is the map
-    masks = {"model.layers.0.mlp.up_proj": [True, False, True], "model.layers.1.mlp.up_proj": [False] * 3}
-    assert charts.find_rank_map({"rank_pattern": masks}) == {"model.layers.0.mlp.up_proj": 2.0,
-                                                           "model.layers.1.mlp.up_proj": 0.0}
-    # numbers keyed by names without a layer index are not ranks of adapted matrices
-    assert charts.find_rank_map({"schedule_steps": {"t_init": 10, "t_final": 20}}) is None
-    assert charts.find_rank_map({}) is None and charts.find_rank_map(None) is None
-
-
 def test_rank_grid_places_each_rank():
     roles, layers, matrix = charts.rank_grid({
         "bert.encoder.layer.1.attention.self.query": 7, "bert.encoder.layer.0.attention.self.query": 4,
@@ -98,51 +96,81 @@ def test_rank_grid_places_each_rank():
     assert matrix == [[4, 7], [2, None]]  # the pooler has no layer index: left out
 
 
-def test_mean_rank_map_averages_seeds():
-    recs = [{"variant_info": {"ranks": {"h.0.attn": 2}}}, {"variant_info": {"ranks": {"h.0.attn": 5}}}, {}]
-    assert charts.mean_rank_map(recs) == {"h.0.attn": 3.5}
+def test_mean_rank_map_averages_seeds_per_module_in_model_order():
+    ranks = pd.DataFrame({"module": ["h.1.attn", "h.0.attn", "h.1.attn", "h.0.attn"], "rank": [2.0, 4.0, 5.0, 4.0]})
+    assert charts.mean_rank_map(ranks) == {"h.1.attn": 3.5, "h.0.attn": 4.0}
+    assert charts.mean_rank_map(ranks.iloc[:0]) is None
 
 
-def test_trend_series_means_per_date():
-    records = [r for _, r in load_records([MIXED]) if r["variant"]["name"] == "lora"
-               and r["task"]["name"] == "sst2" and r["model"]["weights_sha256"].startswith("53aa")]
-    series = charts.trend_series(records)
+def test_rank_maps_come_from_what_the_variant_declared(mixed):
+    collection = collection_of(mixed)
+    adalora = [json.loads(p.read_text()) for p in mixed.glob("*adalora*.json")]
+    declared = adalora[0]["variant_info"]["report"]["rank_map"]
+    assert declared["allocated"] is True
+    ranks = collection.ranks[collection.ranks["variant"] == "adalora"]
+    expected = {name: statistics.fmean(r["variant_info"][declared["key"]][name] for r in adalora)
+                for name in adalora[0]["variant_info"][declared["key"]]}
+    assert charts.mean_rank_map(ranks) == pytest.approx(expected)
+
+
+def test_trend_series_means_per_date(mixed):
+    collection = collection_of(mixed, lambda p, r: r["variant"]["name"] == "lora" and r["task"]["name"] == "sst2"
+                               and "other-weights" not in str(p))
+    series = charts.trend_series(collection.history)
     assert list(series) == ["lora"]
-    assert series["lora"]["2024-05-01"]["metric"] == pytest.approx(0.89)
-    assert series["lora"]["2024-05-02"]["metric"] == pytest.approx(0.91)
-    assert series["lora"]["2024-05-01"]["throughput"] == pytest.approx(140.0)
+    records = [json.loads(p.read_text()) for p in mixed.glob("sst2__lora__*.json")]
+    by_date = {}
+    for r in records:
+        by_date.setdefault(r["created_at"][:10], []).append(r)
+    older = [json.loads(p.read_text()) for p in (mixed / "2024-05-01").glob("*.json")]
+    for r in older:
+        by_date.setdefault(r["created_at"][:10], []).append(r)
+    assert len(series["lora"]) == len(by_date) == 2
+    for day, rs in by_date.items():
+        assert series["lora"][day]["metric"] == pytest.approx(statistics.fmean(r["metrics"]["primary"]["value"]
+                                                                               for r in rs))
+        assert series["lora"][day]["throughput"] == pytest.approx(statistics.fmean(
+            r["measurements"]["throughput/train_samples_per_s"] for r in rs))
 
 
-def test_points_chart_needs_several_numeric_points(tmp_path):
-    ok = [r for r in deduplicate(load_records([MIXED])).ok
-          if r["variant"]["name"] == "dylora"]
-    assert charts.points_chart(aggregate_group(ok), tmp_path / "p.png", {}) == tmp_path / "p.png"
-    single = copy.deepcopy(ok)
-    for r in single:
+def test_points_chart_needs_several_points(mixed, tmp_path):
+    collection = collection_of(mixed, lambda p, r: r["variant"]["name"] == "dylora")
+    table = aggregate_group(collection.ok_points, collection.ok)
+    assert charts.points_chart(table, tmp_path / "p.png", {}) == tmp_path / "p.png"
+
+    def first_point_only(p, r):
+        if r["variant"]["name"] != "dylora":
+            return False
         r["metrics"]["points"] = r["metrics"]["points"][:1]
-    assert charts.points_chart(aggregate_group(single), tmp_path / "q.png", {}) is None
+        return True
+
+    single = collection_of(mixed, first_point_only)
+    assert charts.points_chart(aggregate_group(single.ok_points, single.ok), tmp_path / "q.png", {}) is None
     assert not (tmp_path / "q.png").exists()
 
 
+def _row(label: str, point, point_label: str = "") -> Row:
+    return Row(ConfigId(label.split("@")[0], "{}"), point, json.dumps(point), point_label, label, ["run"], [0],
+               {"primary": Stat(0.9, None, 1), "params/trainable": Stat(100.0, None, 1)})
+
+
 def test_rows_at_one_spot_share_one_label():
-    ok = [r for r in deduplicate(load_records([MIXED])).ok if r["variant"]["name"] in ("dylora", "lora")
-          and r["task"]["name"] == "sst2" and r["model"]["weights_sha256"].startswith("53aa")]
-    flat = copy.deepcopy(ok)
-    for r in flat:  # every rank as good as lora: all rows on one spot
-        for p in r["metrics"].get("points", []):
-            p["validation/accuracy"] = r["metrics"]["primary"]["value"] = 0.9
-    table = aggregate_group(flat)
-    clusters = charts.point_clusters([(row, charts.cost_value(row)) for row in table.rows])
+    rows = [_row("dylora@r=1", 1, "r=1"), _row("dylora@r=2", 2, "r=2"), _row("dylora@r=8", 8, "r=8"),
+            _row("lora", None)]
+    clusters = charts.point_clusters([(row, charts.cost_value(row)) for row in rows])
     assert len(clusters) == 1
     assert charts.cluster_label(clusters[0][1]) == "dylora@r=1…8, lora"
+    kept = [_row("x@keep=0.25", 0.25, "keep=0.25"), _row("x@keep=1", 1.0, "keep=1")]
+    assert charts.cluster_label(kept) == "x@keep=0.25…1"
 
 
-def test_uniform_ranks_get_no_heatmap_unless_allocated(tmp_path):
-    found = [(p, r) for p, r in load_records([MIXED]) if r["variant"]["name"] in ("lora", "adalora")
-             and r["task"]["name"] == "sst2" and r["model"]["weights_sha256"].startswith("53aa")]
-    for _, r in found:
-        if r["variant"]["name"] == "lora":  # what LoRA's describe() records: every matrix at rank r
-            r["variant_info"] = {"ranks": {f"bert.encoder.layer.{i}.attention.self.query": 8 for i in range(6)}}
-    report = build_report(found, tmp_path, ["x"])
+def test_uniform_ranks_get_no_heatmap_unless_allocated(mixed, tmp_path):
+    def allocated_lora(p, r):
+        if r["variant"]["name"] == "lora":  # LoRA ranks, all r, but declared as allocated
+            r["variant_info"]["report"]["rank_map"]["allocated"] = True
+        return r["variant"]["name"] in ("lora", "bitfit") and r["task"]["name"] == "sst2"
+
+    report = build_report(collection_of(mixed, allocated_lora), tmp_path, ["x"])
     heatmaps = [c.file for t in report.tasks for g in t.groups for c in g.charts if "-ranks-" in c.file]
-    assert heatmaps == ["01-sst2-ranks-adalora.png"]
+    # Both sst2 groups (main and other weights) have a lora row; bitfit declares no rank map.
+    assert heatmaps == ["01-sst2-ranks-lora.png", "02-sst2-ranks-lora.png"]

@@ -12,7 +12,7 @@ from adapterbench.errors import UserError
 from adapterbench.harness.matrix import expand
 from adapterbench.harness.records import read_record
 from adapterbench.harness.shards import parse_shard, select_shard, shard_order
-from adapterbench.reports.collect import deduplicate, load_records
+from adapterbench.reports.collect import Collection, load_records
 from adapterbench.testing import save_tiny_model
 
 TASK_FILE = Path(__file__).parent / "data" / "tasks" / "sentiment.toml"
@@ -79,8 +79,8 @@ def test_shards_through_the_command_line_merge_into_the_whole_matrix(tmp_path, c
     whole = {s.run_id for s in expand(["head", "bitfit"], [str(TASK_FILE)], [0, 1, 2], str(model), "smoke",
                                       {"max_steps": 1, "latency_batches": 0}, None, "x")}
     assert set().union(*ids) == whole and sum(map(len, ids)) == 6
-    collection = deduplicate(load_records(folders))  # the report reads the shards' folders together
-    assert len(collection.ok) == 6 and not collection.older
+    collection = Collection.of(*load_records(folders))  # the report reads the shards' folders together
+    assert len(collection.ok) == 6 and collection.older.empty
     capsys.readouterr()
     assert main([*args, "--shard", "4/3", "--out", str(tmp_path / "bad")]) == 2
     assert "--shard '4/3' is not allowed" in capsys.readouterr().err

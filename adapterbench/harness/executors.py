@@ -1,97 +1,78 @@
-"""Executors: where the runs of a matrix execute. Every executor writes records through the same per-run function.
+"""Executors: where the runs of a matrix execute. Every executor writes records through the same per-run code.
 
-``run_matrix`` decides *what* runs (every spec whose record is not ``ok``); an executor decides *where*::
+:func:`~adapterbench.harness.matrix.run_matrix` decides *what* runs (every spec whose record is not ``ok``); an
+executor decides *where*::
 
     LocalExecutor        one run after another on this machine, each in its own worker process (the default)
     DevicePoolExecutor   one run per listed GPU at a time; each worker sees only its GPU (CUDA_VISIBLE_DEVICES)
     RayExecutor          each run a Ray task (1 GPU where the cluster has GPUs, else ``cpus_per_run`` CPUs), on a
-                         local Ray instance started for the matrix or on an existing cluster (``address``)
+                         local Ray instance started for the matrix or on an existing cluster
+                         (:mod:`adapterbench.harness.ray_executor`)
 
-All three call :func:`adapterbench.harness.matrix._run_isolated`, which starts ``python -m
-adapterbench.harness.worker`` and writes the record atomically under the run id's file name, or a ``failed``/``oom``
-record when the worker dies. So a record never depends on the executor except for
-``environment.placement`` (executor, GPU, host): the device is not part of a run's identity, and spreading a matrix
-over devices or machines never duplicates a run. Each run keeps its own process, hence its own memory figures.
-
-Ray: the task process is only a supervisor; the run itself is its child worker process, which dies with it
-(``PR_SET_PDEATHSIG``), so a Ray worker that is killed or preempted leaves no orphan writing a late record. The
-driver then records the run ``failed`` with the reason, or resubmits it up to ``retries`` times (each attempt
-noted in the record). Records are written on the node that ran the task; when the results folder is not shared,
-the driver writes the record it got back, so records always land in the driver's folder (checkpoints then stay on
-the node). Ctrl-C cancels every pending task; runs not finished leave no record and a rerun resumes them.
+All of them claim a run before it starts (:mod:`adapterbench.harness.claims`: two matrices on one folder never
+train the same run), move an old record aside, and run it with
+:func:`~adapterbench.harness.matrix.run_isolated`, which starts ``python -m adapterbench.harness.worker`` and
+writes the record atomically under the run id's file name, or a ``failed``/``oom`` record when the worker dies.
+A record therefore never depends on the executor except for ``environment.placement`` (executor, host, GPU): the
+device is not part of a run's identity, so spreading a matrix over devices or machines never duplicates a run.
+Each run keeps its own process, hence its own memory figures.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
-import subprocess
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from adapterbench.errors import UserError
 
-RAY_INSTALL_HINT = 'pip install "adapterbench[ray]"'
+Outcomes = dict[str, "str | None"]  # run id -> status, or None when another process holds the run's claim
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run to execute: its spec, where its record goes, and its number among the runs to do (1-based)."""
+    """One run to execute: its spec, its record's path, its number among the runs to do (1-based), and the
+    record file's state when the matrix looked at it (a record written since then came from another process)."""
 
-    spec: Any  # RunSpec (not imported here: this module is imported by Ray task processes, which skip torch)
+    spec: Any  # RunSpec
     path: Path
     number: int
+    seen: tuple[int, int] | None = None
 
 
-class Tracker:
-    """What executors report to: supersedes the old record before a run, prints progress, counts failures.
+@dataclass
+class Context:
+    """What every run of one matrix shares: where progress goes, the user's command line, the number of runs."""
 
-    Thread-safe: the device pool calls it from one thread per device.
-    """
+    stream: TextIO
+    argv: list[str] | None
+    total: int
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    done: int = 0
 
-    def __init__(self, total: int, stream: TextIO):
-        self.total, self.stream = total, stream
-        self.done = 0
-        self.all_ok = True
-        self._lock = threading.Lock()
+    def title(self, job: Job, where: str | None = None) -> str:
+        from adapterbench.harness.matrix import task_label
 
-    def begin(self, job: Job, where: str | None = None, announce: bool = True) -> None:
-        from adapterbench.harness.records import checkpoint_path, predictions_path, supersede
+        spec = job.spec
+        return (f"[{job.number}/{self.total}] {task_label(spec.task)} / {spec.variant} / seed {spec.seed}"
+                + (f" on {where}" if where else ""))
 
-        with self._lock:
-            if announce:
-                self._print(f"[{job.number}/{self.total}] {_title(job)}" + (f" on {where}" if where else ""))
-            previous = supersede(job.path)  # kept, never overwritten
-            if previous is not None:
-                # the weights and predictions that record points at go with it
-                supersede(checkpoint_path(job.path.parent, job.spec.run_id))
-                supersede(predictions_path(job.path.parent, job.spec.run_id))
-                self._print(f"  previous record of {job.spec.run_id} moved to {previous}")
-
-    def finish(self, job: Job, record: dict[str, Any], where: str | None = None, announce: bool = False) -> None:
-        from adapterbench.harness.matrix import summary_line
-
+    def report(self, job: Job, lines: str, where: str | None = None) -> None:
+        """Print a finished run's lines together (parallel runs would otherwise interleave them)."""
         with self._lock:
             self.done += 1
-            if announce:  # parallel executors print a run's lines together when it ends
-                self._print(f"[done {self.done}/{self.total}] {_title(job)}" + (f" on {where}" if where else ""))
-            self._print("  " + summary_line(record))
-            self.all_ok &= record.get("status") == "ok"
-
-    def _print(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
-
-
-def _title(job: Job) -> str:
-    return f"{job.spec.task} / {job.spec.variant} / seed {job.spec.seed}"
+            print(f"{self.title(job, where)} (done {self.done}/{self.total})\n{lines.rstrip()}", file=self.stream,
+                  flush=True)
 
 
 class Executor(ABC):
-    """Runs jobs, reporting each start and end to a :class:`Tracker`; raises KeyboardInterrupt after cancelling."""
+    """Runs jobs and returns each one's outcome; raises KeyboardInterrupt once it has stopped every run."""
 
     name = "executor"
 
@@ -100,7 +81,7 @@ class Executor(ABC):
         return None  # most executors run any spec
 
     @abstractmethod
-    def run(self, jobs: list[Job], tracker: Tracker) -> None: ...
+    def run(self, jobs: list[Job], context: Context) -> Outcomes: ...
 
     def describe(self) -> str:
         return self.name
@@ -114,16 +95,15 @@ class LocalExecutor(Executor):
     def __init__(self, isolate: bool = True):
         self.isolate = isolate
 
-    def run(self, jobs: list[Job], tracker: Tracker) -> None:
-        from adapterbench.harness.matrix import _run_here, _run_isolated
+    def run(self, jobs: list[Job], context: Context) -> Outcomes:
+        from adapterbench.harness.matrix import run_one
 
+        outcomes: Outcomes = {}
         for job in jobs:
-            tracker.begin(job)
-            if self.isolate:
-                record = _run_isolated(job.spec, job.path, placement={"executor": self.name, "host": _host()})
-            else:
-                record = _run_here(job.spec, job.path)
-            tracker.finish(job, record)
+            print(context.title(job), file=context.stream, flush=True)
+            outcomes[job.spec.run_id] = run_one(job.spec, job.seen, self.isolate, context.stream, context.argv,
+                                                placement={"executor": self.name, "host": host()})
+        return outcomes
 
     def describe(self) -> str:
         return "local, one worker process per run" if self.isolate else "local, in this process"
@@ -161,7 +141,8 @@ class DevicePoolExecutor(Executor):
     """One run per device at a time: a thread per device takes the next job and runs its worker on that GPU only.
 
     Inside the worker the GPU is ``cuda`` (``cuda:0``), so ``device=auto`` or ``cuda`` resolve the same on every
-    device and the run id stays what a one-GPU run would have.
+    device and the run id stays what a one-GPU run would have. Each thread waits for its own workers, as the
+    workers' death-with-parent signal requires (it follows the thread that started them).
     """
 
     name = "devices"
@@ -170,7 +151,7 @@ class DevicePoolExecutor(Executor):
         if not devices:
             raise ValueError("DevicePoolExecutor needs at least one device")
         self.devices = list(devices)
-        self._live: set[subprocess.Popen] = set()
+        self._pids: set[int] = set()
         self._lock = threading.Lock()
 
     def check(self, specs: list[Any]) -> None:
@@ -187,10 +168,11 @@ class DevicePoolExecutor(Executor):
     def describe(self) -> str:
         return f"one run per GPU at a time on GPUs {','.join(self.devices)}"
 
-    def run(self, jobs: list[Job], tracker: Tracker) -> None:
-        from adapterbench.harness.matrix import _run_isolated
+    def run(self, jobs: list[Job], context: Context) -> Outcomes:
+        from adapterbench.harness.matrix import run_one
 
         queue = list(reversed(jobs))
+        outcomes: Outcomes = {}
         stop = threading.Event()
 
         def worker(device: str) -> None:
@@ -199,16 +181,17 @@ class DevicePoolExecutor(Executor):
                     if not queue:
                         return
                     job = queue.pop()
-                where = f"GPU {device}"
-                tracker.begin(job, where)
+                lines = io.StringIO()
                 try:
-                    record = _run_isolated(
-                        job.spec, job.path, env={"CUDA_VISIBLE_DEVICES": device, "ADAPTERBENCH_PROGRESS": "0"},
-                        placement={"executor": self.name, "host": _host(), "cuda_visible_devices": device},
-                        on_start=self._started)
+                    status = run_one(job.spec, job.seen, True, lines, context.argv,
+                                     env={"CUDA_VISIBLE_DEVICES": device, "ADAPTERBENCH_PROGRESS": "0"},
+                                     placement={"executor": self.name, "host": host(), "cuda_visible_devices": device},
+                                     on_start=self._started)
                 except KeyboardInterrupt:  # the worker was interrupted: no record, a rerun resumes it
+                    stop.set()
                     return
-                tracker.finish(job, record, where, announce=True)
+                outcomes[job.spec.run_id] = status
+                context.report(job, lines.getvalue(), f"GPU {device}")
 
         threads = [threading.Thread(target=worker, args=(d,), name=f"gpu-{d}", daemon=True) for d in self.devices]
         for thread in threads:
@@ -219,178 +202,29 @@ class DevicePoolExecutor(Executor):
                     thread.join(timeout=0.5)  # a bounded join keeps the main thread responsive to Ctrl-C
         except KeyboardInterrupt:
             stop.set()
-            with self._lock:
-                live = list(self._live)
-            for process in live:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
-            for thread in threads:
-                thread.join(timeout=30)
-            with self._lock:
-                for process in self._live:
-                    if process.poll() is None:
-                        process.kill()
+            self._interrupt_workers()
+            for thread in threads:  # run_isolated gives each worker its grace time, then kills it
+                thread.join()
             raise
+        if stop.is_set():  # a worker alone was interrupted (a signal to it): the matrix stops as on Ctrl-C
+            raise KeyboardInterrupt
+        return outcomes
 
-    def _started(self, process: subprocess.Popen) -> None:
+    def _started(self, pid: int) -> None:
         with self._lock:
-            self._live = {p for p in self._live if p.poll() is None} | {process}
+            self._pids.add(pid)
+
+    def _interrupt_workers(self) -> None:
+        with self._lock:
+            pids = list(self._pids)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGINT)  # a terminal's Ctrl-C reached them already; a SIGTERM to us did not
+            except (ProcessLookupError, PermissionError):
+                pass  # finished (or its pid reused by something that is not ours to signal)
 
 
-# ---- Ray ----------------------------------------------------------------------------------------------------
-def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise UserError(f"--executor ray needs Ray, which is not installed; install it with: "
-                        f"{RAY_INSTALL_HINT}") from None
-    return ray
-
-
-class RayExecutor(Executor):
-    """Each run a Ray task; the task process supervises the run's own worker process (see the module docstring).
-
-    ``address``: None starts a local Ray instance for the matrix (``num_cpus`` CPUs, default all) and stops it
-    at the end; "auto" or "HOST:PORT" joins an existing cluster (left running). ``retries``: how many times a run
-    whose Ray worker died is resubmitted before it is recorded ``failed``.
-    """
-
-    name = "ray"
-
-    def __init__(self, address: str | None = None, cpus_per_run: float = 1, retries: int = 0,
-                 num_cpus: int | None = None):
-        if cpus_per_run <= 0:
-            raise UserError(f"--cpus-per-run {cpus_per_run:g} is not allowed; it must be > 0")
-        if retries < 0:
-            raise UserError(f"--retries {retries} is not allowed; it must be >= 0")
-        self.ray = import_ray()
-        self.address, self.cpus_per_run, self.retries, self.num_cpus = address, cpus_per_run, retries, num_cpus
-        self.resources: dict[str, float] = {}
-
-    def describe(self) -> str:
-        where = f"Ray cluster at {self.address}" if self.address else "a local Ray instance"
-        return f"ray ({where})"
-
-    def run(self, jobs: list[Job], tracker: Tracker) -> None:
-        ray = self.ray
-        started_here = not ray.is_initialized()
-        if started_here:
-            self._init()
-        try:
-            self._run(jobs, tracker)
-        finally:
-            if started_here:
-                ray.shutdown()  # also ends the local instance's workers, and with them any run still going
-
-    def _init(self) -> None:
-        ray = self.ray
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING",
-                                  "configure_logging": True}
-        try:
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.num_cpus, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"--address {self.address!r}: cannot connect to a Ray cluster ({first})"
-                            if self.address else f"cannot start a local Ray instance ({first})") from None
-
-    def _run(self, jobs: list[Job], tracker: Tracker) -> None:
-        ray = self.ray
-        gpus = ray.cluster_resources().get("GPU", 0)
-        self.resources = {"num_gpus": 1, "num_cpus": 1} if gpus > 0 else {"num_cpus": self.cpus_per_run}
-        # max_retries=0: Ray's own retries would be invisible; ours are counted and noted in the record.
-        task = ray.remote(max_retries=0, **self.resources)(ray_task)
-        cwd = os.getcwd()
-        pending: dict[Any, tuple[Job, int, list[str]]] = {}
-
-        def submit(job: Job, attempt: int, notes: list[str]) -> None:
-            spec_fields = asdict(_absolute(job.spec))
-            pending[task.remote(spec_fields, str(job.path.resolve()), cwd)] = (job, attempt, notes)
-
-        for job in jobs:
-            tracker.begin(job, announce=False)
-            submit(job, 1, [])
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    job, attempt, notes = pending.pop(ref)
-                    try:
-                        record, where = ray.get(ref)
-                    except ray.exceptions.RayError as exc:
-                        reason = _ray_reason(exc)
-                        if attempt <= self.retries:
-                            submit(job, attempt + 1, [*notes, f"attempt {attempt} ended: {reason}; resubmitted"])
-                            continue
-                        record, where = self._lost(job, reason, attempt), "a Ray worker that died"
-                    if notes:
-                        record.setdefault("notes", []).extend(notes)
-                    self._land(job.path, record, force=bool(notes))
-                    tracker.finish(job, record, where, announce=True)
-        except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref, force=True)  # kills the task process; its run's worker dies with it
-            raise
-
-    def _lost(self, job: Job, reason: str, attempts: int) -> dict[str, Any]:
-        from adapterbench.harness.matrix import dead_worker_record
-        from adapterbench.harness.records import read_record
-
-        path = job.path
-        if path.exists():  # the run wrote its record before its supervisor died: keep it, say so
-            record = read_record(path)
-            record.setdefault("notes", []).append(f"the Ray worker died after this record was written: {reason}")
-            return record
-        placement = {"executor": self.name, "attempts": attempts, **self.resources}
-        return dead_worker_record(job.spec, "failed", f"Ray worker died: {reason}", None, placement)
-
-    @staticmethod
-    def _land(path: Path, record: dict[str, Any], force: bool) -> None:
-        """Write the record here when the task's node could not (a results folder that is not shared)."""
-        from adapterbench.harness.records import read_record, write_record
-
-        try:
-            same = read_record(path) == record
-        except (OSError, ValueError):
-            same = False
-        if force or not same:
-            write_record(path, record)
-
-
-def ray_task(spec_fields: dict[str, Any], path: str, cwd: str) -> tuple[dict[str, Any], str]:
-    """The body of one Ray task: run the spec in its own worker process, pinned to the task's GPU if any."""
-    import ray
-
-    from adapterbench.harness.matrix import _run_isolated
-    from adapterbench.harness.run import RunSpec
-
-    if os.path.isdir(cwd):
-        os.chdir(cwd)  # relative model or task paths resolve as on the driver when the node shares its folders
-    context = ray.get_runtime_context()
-    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    placement = {"executor": "ray", "host": _host(), "node_id": context.get_node_id(), "gpu_ids": gpu_ids,
-                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    record = _run_isolated(RunSpec(**spec_fields), Path(path), env={"ADAPTERBENCH_PROGRESS": "0"},
-                           placement=placement, die_with_parent=True)
-    return record, _host() + (f" GPU {','.join(gpu_ids)}" if gpu_ids else "")
-
-
-def _ray_reason(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next((line for line in lines if "exit" in line.lower() or "killed" in line.lower()
-                   or "died" in line.lower() or "preempt" in line.lower()), lines[0] if lines else "")
-    return f"{type(exc).__name__}: {detail}"[:300]
-
-
-def _absolute(spec: Any) -> Any:
-    """The spec with its output folder absolute. Model, task and data references stay as given (the record
-    states them); the task process works in the driver's folder where the node has it."""
-    return replace(spec, out_dir=str(Path(spec.out_dir).resolve()))
-
-
-def _host() -> str:
+def host() -> str:
     return socket.gethostname()
 
 
@@ -406,6 +240,8 @@ def make_executor(executor: str, address: str | None = None, devices: str | None
     if executor == "ray":
         if devices:
             raise UserError("--devices is for the local executor; Ray gives each run one GPU of the cluster itself")
+        from adapterbench.harness.ray_executor import RayExecutor
+
         return RayExecutor(address=address, cpus_per_run=1 if cpus_per_run is None else cpus_per_run,
                            retries=retries or 0)
     for flag, value in (("--address", address), ("--cpus-per-run", cpus_per_run), ("--retries", retries)):
@@ -414,4 +250,3 @@ def make_executor(executor: str, address: str | None = None, devices: str | None
     if devices:
         return DevicePoolExecutor(parse_devices(devices))
     return LocalExecutor(isolate=not in_process)
-

@@ -1,53 +1,11 @@
-"""The run record: one self-describing JSON file per (variant, task, model, profile, seed, settings).
+"""Writing and finding run records: one self-describing JSON file per (variant, task, model, profile, seed,
+settings).
 
-This module is the schema's one documentation. Schema version 1::
-
-    schema_version  1
-    run_id          "<task>__<variant>__<model>__<profile>__seed<seed>__<8 hex of the settings hash>"
-    status          "ok" | "failed" | "oom" | "diverged"
-    error           null, or {"type", "message", "traceback"} when status is not ok
-    created_at      ISO 8601 UTC time the record was written
-    variant         {"name", "origin", "config": {resolved Config fields}, "mergeable"}
-    task            {"name", "version", "kind", "primary_metric", "primary_split", "greater_is_better",
-                     "eval_splits", "origin"}
-    model           {"name", "path", "weights_sha256", "model_type"}
-    seed            int
-    profile         "smoke" | "quick" | "standard"
-    training        resolved loop settings: lr, epochs, batch_size, eval_batch_size, max_length,
-                    warmup_ratio, weight_decay, max_grad_norm, max_train_samples, max_eval_samples,
-                    precision ("fp32" | "bf16"), device ("cpu" | "cuda"), steps_per_epoch, total_steps,
-                    train_examples, eval_examples ({split: n}), overrides ({key: value} as given by --set)
-    metrics         {"primary": {"name", "split", "value", "best_value", "best_epoch"},
-                     "final": {"<split>/<metric>": float, ...}          # after the last epoch
-                     "best":  {"epoch": int, "<split>/<metric>": float}  # epoch with the best primary metric
-                     "points": [{"point": null | value, "<split>/<metric>": float, ...}, ...]}
-                    ``points`` holds one entry per ``variant.eval_points()`` (DyLoRA: one per rank); a variant
-                    evaluated only as trained has a single entry with ``point`` null, equal to ``final``.
-    measurements    flat, namespaced keys whose names carry their unit:
-                    params/total, params/trainable, params/trainable_adapter (trainable outside the task
-                    head: the adapter, or the whole backbone for full fine-tuning), params/trainable_head,
-                    params/new, params/trainable_percent
-                    memory/peak_bytes (headline: CUDA peak allocated, or CPU peak RSS, during training minus
-                    what was in use before it), memory/peak_basis ("cuda_allocated" | "cpu_rss"),
-                    memory/cuda_peak_reserved_bytes (CUDA only), memory/cpu_peak_rss_bytes (CPU: absolute),
-                    memory/before_train_bytes, memory/trainable_weights_bytes, memory/gradients_bytes,
-                    memory/optimizer_state_bytes
-                    throughput/train_samples_per_s, throughput/train_tokens_per_s (non-padding tokens),
-                    throughput/eval_samples_per_s, throughput/steady_steps (steps in the measured window)
-                    time/train_s (training steps only, no evaluation), time/eval_s, time/wall_s,
-                    time/train_overhead_fraction (share of training wall time outside forward, backward and
-                    the optimizer step: data loading, collation, hooks, bookkeeping)
-                    inference/latency_ratio (evaluation latency of the trained model, merged when the variant
-                    can merge, over the unadapted base model on the same batches), inference/merged (bool)
-                    checkpoint/bytes, checkpoint/file (relative to the record's folder)
-    history         [{"epoch", "step", "train_loss", "<split>/<metric>": float, "time_s", ...}, ...]
-                    plus any scalars the variant logged (for example "adalora/budget")
-    variant_info    what ``variant.describe(model)`` returned (AdaLoRA: final ranks and budget over steps)
-    environment     {"python", "torch", "transformers", "peft", "adapterbench", "platform", "device_name",
-                     "cpu_count", "cuda", "git_commit", "git_dirty"}
-
-Records are written atomically (temporary file + rename) and never silently overwritten: a record that is
-replaced (``--force``, or a rerun of a failed run) is first moved to ``<out>/superseded/``.
+The record's shape, its measurement keys and its schema versions are typed and documented once, in
+:mod:`adapterbench.schema`. Records are written atomically (temporary file + rename) and never silently
+overwritten: a record that is replaced (``--force``, or a rerun of a failed run) is first moved to
+``<out>/superseded/``. Reading (:func:`scan_records`) validates every file (:func:`parse`) and migrates it to
+the current schema version; a file that is not a readable record is skipped with a one-line reason.
 """
 
 from __future__ import annotations
@@ -60,11 +18,19 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: data, predictions, steps, environment.fingerprint, params/deployed_adapter
-STATUSES = ("ok", "failed", "oom", "diverged")  # every value "status" may take
+from adapterbench import schema
+from adapterbench.schema import SCHEMA_VERSION, STATUSES, Record
+
+__all__ = ["NOT_RECORDS", "SCHEMA_VERSION", "STATUSES", "RecordError", "Scan", "checkpoint_path",
+           "existing_status", "iter_records", "load_record", "make_run_id", "parse", "predictions_path",
+           "read_predictions", "read_record", "record_files", "record_path", "scan_records", "settings_hash",
+           "supersede", "write_predictions", "write_record"]
+# Folders under a results folder that hold no records: replaced records, weights, prediction sidecars.
+NOT_RECORDS = {"superseded", "checkpoints", "predictions"}
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -75,9 +41,14 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 def make_run_id(task: str, variant: str, model: str, profile: str, seed: int, settings: dict[str, Any],
                 data: str = "") -> str:
-    # Folders and task files are named by their last component; the hash keeps distinct settings apart.
+    # Folders are named by their last component, task files by their task name; the hash keeps distinct runs apart.
     model_slug = Path(model.rstrip("/")).name or model
-    task_slug = Path(task).name if task.endswith((".toml", ".json")) else task
+    if task.endswith((".toml", ".json")):  # a task file: named by the task's own name, as everywhere else
+        from adapterbench.tasks.userfile import task_file_name
+
+        task_slug = task_file_name(task) or Path(task).name
+    else:
+        task_slug = task
     # The hash covers the full model and task references too: "org/x" and "/data/x" share a slug.
     identity = {"overrides": settings, "model": model, "task": task}
     if data:  # the data's content fingerprint: other data is another run (schema v2)
@@ -190,20 +161,176 @@ def existing_status(path: Path) -> str | None:
         return None
 
 
-def iter_records(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every run record under the given files or folders (``superseded/`` and ``checkpoints/`` skipped)."""
+# ---- reading: validation (the shape is adapterbench.schema's) --------------------------------------------------------------------
+class RecordError(ValueError):
+    """A file that cannot be read as a run record; the message is the one-line reason."""
+
+
+_PARTS: dict[str, type | tuple[type, ...]] = {
+    "variant": dict, "task": dict, "model": dict, "training": dict, "metrics": dict, "measurements": dict,
+    "history": list, "variant_info": dict, "environment": dict, "data": dict, "predictions": dict, "steps": dict,
+    "error": (dict, type(None)), "created_at": str, "profile": str, "notes": list,
+}
+_TEXT, _OPTIONAL_TEXT = (str,), (str, type(None))
+# Nested fields readers use, by path: the types they may have when present.
+_FIELDS: dict[tuple[str, ...], tuple[type, ...]] = {
+    ("variant", "name"): _TEXT, ("variant", "config"): (dict,), ("variant", "origin"): _OPTIONAL_TEXT,
+    ("variant", "mergeable"): (bool, type(None)),
+    ("task", "name"): _TEXT, ("task", "version"): (str, int), ("task", "kind"): _OPTIONAL_TEXT,
+    ("task", "primary_metric"): _OPTIONAL_TEXT, ("task", "primary_split"): _OPTIONAL_TEXT,
+    ("task", "eval_splits"): (list,), ("task", "greater_is_better"): (bool, type(None)),
+    ("model", "name"): _TEXT, ("model", "path"): _OPTIONAL_TEXT, ("model", "weights_sha256"): _OPTIONAL_TEXT,
+    ("model", "model_type"): _OPTIONAL_TEXT,
+    ("metrics", "primary", "name"): _OPTIONAL_TEXT, ("metrics", "primary", "split"): _OPTIONAL_TEXT,
+    ("error", "type"): _OPTIONAL_TEXT, ("error", "message"): _OPTIONAL_TEXT,
+    ("environment", "fingerprint"): (dict,), ("data", "fingerprint"): _OPTIONAL_TEXT,
+    ("data", "source"): _OPTIONAL_TEXT, ("predictions", "file"): _OPTIONAL_TEXT,
+    ("variant_info", "report"): (dict,), ("variant_info", "report", "points"): (dict,),
+    ("variant_info", "report", "rank_map"): (dict,), ("variant_info", "report", "rank_map", "key"): _TEXT,
+    ("variant_info", "report", "rank_map", "allocated"): (bool,),
+    **{("variant_info", "report", "points", k): _TEXT for k in ("axis", "label", "scale")},
+    **{("variant_info", "report", "rank_map", k): _TEXT for k in ("title", "caption")},
+}
+_TYPE_NAMES = {str: "text", int: "an integer", bool: "true/false", dict: "an object", list: "a list",
+               type(None): "null", float: "a number"}
+
+
+def parse(raw: Any) -> schema.Record:
+    """Validate a decoded JSON document as a record and migrate it to :data:`SCHEMA_VERSION` (in place).
+
+    The checks cover what readers rely on (parts and the fields they use, measurements by the type of their
+    schema entry, metrics and points), so that every reader may index a parsed record without guarding.
+
+    Raises :class:`RecordError` naming the first problem: not a record, an unreadable version, a part of the
+    wrong type, a measurement of the wrong type, a malformed metric or evaluation point.
+    """
+    if not isinstance(raw, dict) or "schema_version" not in raw or "run_id" not in raw:
+        raise RecordError("not a run record (no schema_version and run_id)")
+    version = raw["schema_version"]
+    if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
+        raise RecordError(f"schema_version {version!r} is not readable; this adapterbench reads "
+                          f"{', '.join(map(str, schema.READABLE_VERSIONS))}")
+    _check(isinstance(raw["run_id"], str) and raw["run_id"], f"run_id {raw['run_id']!r} is not a name")
+    _check(raw.get("status") in STATUSES, f"status {raw.get('status')!r} is not one of {', '.join(STATUSES)}")
+    _check(isinstance(raw.get("seed"), int) and not isinstance(raw.get("seed"), bool),
+           f"seed {raw.get('seed')!r} is not an integer")
+    for part, kind in _PARTS.items():
+        if part in raw:
+            _check(isinstance(raw[part], kind), f"{part} is {type(raw[part]).__name__}, expected "
+                   f"{getattr(kind, '__name__', 'an object or null')}")
+    for path, kinds in _FIELDS.items():
+        _check_field(raw, path, kinds)
+    for part in ("variant", "task"):  # what every reader groups by (an unnamed model groups as "unknown")
+        _check(raw.get(part, {}).get("name"), f"{part}.name is missing")
+    _check_measurements(raw.get("measurements", {}))
+    _check_metrics(raw.get("metrics", {}), raw["status"])
+    _check(all(isinstance(h, dict) for h in raw.get("history", [])), "history holds a non-object entry")
+    if version == 1:
+        schema.migrate_v1(raw)
+    return raw
+
+
+def _check_field(raw: dict[str, Any], path: tuple[str, ...], kinds: tuple[type, ...]) -> None:
+    value: Any = raw
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return  # absent (or under a part already checked): nothing to check
+        value = value[key]
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    _check(ok, f"{'.'.join(path)} {_short(value)} is not {' or '.join(_TYPE_NAMES[k] for k in kinds)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check(ok: Any, reason: str) -> None:
+    if not ok:
+        raise RecordError(reason)
+
+
+def _check_measurements(measurements: dict[str, Any]) -> None:
+    for key, value in measurements.items():
+        kind = schema.measure(key).kind
+        if value is None:
+            continue
+        if kind == "text":
+            _check(isinstance(value, str), f"measurement {key} {value!r} is not text")
+        elif kind == "bool":
+            _check(isinstance(value, bool), f"measurement {key} {value!r} is not true/false")
+        elif key in schema.MEASURES:
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool),
+                   f"measurement {key} {value!r} is not a number")
+
+
+def _check_metrics(metrics: dict[str, Any], status: str) -> None:
+    primary = metrics.get("primary", {})
+    _check(isinstance(primary, dict), "metrics.primary is not an object")
+    value = primary.get("value")
+    _check(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)),
+           f"metrics.primary.value {value!r} is not a number")
+    for part in ("final", "best"):
+        _check(isinstance(metrics.get(part, {}), dict), f"metrics.{part} is not an object")
+        for key, v in metrics.get(part, {}).items():
+            _check(key == "epoch" or v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+                   f"metrics.{part}[{key!r}] {v!r} is not a number")
+    points = metrics.get("points", [])
+    _check(isinstance(points, list) and all(isinstance(p, dict) and "point" in p for p in points),
+           "metrics.points is not a list of {point, metrics} objects")
+    if status == "ok":
+        _check(metrics.get("final") or points or primary.get("value") is not None, "status ok but no metrics")
+
+
+
+@dataclass
+class Scan:
+    """What :func:`scan_records` found: readable records (validated, migrated) and skipped files with why."""
+
+    found: list[tuple[Path, Record]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def reasons(self) -> list[str]:
+        """One line per skipped file: ``"<file>: <reason>"``."""
+        return [f"{path}: {reason}" for path, reason in self.skipped]
+
+
+def load_record(path: Path) -> Record:
+    """The validated, migrated record at ``path``; :class:`RecordError` with a one-line reason otherwise."""
+    try:
+        raw = read_record(path)
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except OSError as exc:
+        raise RecordError(f"cannot be read ({exc.strerror or exc})") from None
+    return parse(raw)
+
+
+def record_files(root: Path) -> list[Path]:
+    """``root`` itself when it is a file, else every ``*.json`` under it outside :data:`NOT_RECORDS`."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*.json") if not NOT_RECORDS & set(p.relative_to(root).parts))
+
+
+def scan_records(paths: Iterable[Path]) -> Scan:
+    """Every record under the given files or folders, and every JSON file there that is not a readable one."""
+    scan = Scan()
     for root in paths:
-        root = Path(root)
-        files = [root] if root.is_file() else sorted(
-            p for p in root.rglob("*.json")
-            if not ({"superseded", "checkpoints", "predictions"} & set(p.relative_to(root).parts)))
-        for file in files:
+        for file in record_files(Path(root)):
             try:
-                record = read_record(file)
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and "schema_version" in record and "run_id" in record:
-                yield file, record
+                scan.found.append((file, load_record(file)))
+            except RecordError as exc:
+                scan.skipped.append((file, str(exc)))
+    return scan
+
+
+def iter_records(paths: Iterable[Path]) -> Iterator[tuple[Path, Record]]:
+    """The readable records of :func:`scan_records` (skipped files dropped: use ``scan_records`` to see why)."""
+    yield from scan_records(paths).found
 
 
 def _json_default(obj: Any) -> Any:

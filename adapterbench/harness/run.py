@@ -206,18 +206,30 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     try:
         _run(resolve(spec), record, progress, wall_start, trackers)
         record["status"] = "ok"
-    except Diverged as exc:
-        record.update(status="diverged", error=_error(exc))
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        record.update(status="oom", error=_error(exc))
     except Exception as exc:  # a benchmark matrix goes on; the record keeps the traceback
-        record.update(status="failed", error=_error(exc))
+        record.update(status=status_of(exc), error=_error(exc))
     record.setdefault("measurements", {})["time/wall_s"] = time.perf_counter() - wall_start
     training = record.get("training", {})
     record["environment"] = environment(training.get("device"), training.get("precision"))
     record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     _notify(trackers, "run_finished", record)
     return record
+
+
+# Allocators that report exhaustion as a plain RuntimeError: the CPU one ("DefaultCPUAllocator: can't allocate
+# memory: you tried to allocate ..."), and MPS/XPU ("... out of memory"); CUDA has its own exception type.
+OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "out of memory")
+
+
+def status_of(exc: BaseException) -> str:
+    """The record status of an exception that ended a run: ``diverged``, ``oom`` or ``failed``."""
+    if isinstance(exc, Diverged):
+        return "diverged"
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return "oom"
+    if isinstance(exc, RuntimeError) and any(m in str(exc) for m in OOM_MESSAGES):
+        return "oom"
+    return "failed"
 
 
 def _notify(trackers: list[Any], event: str, record: dict[str, Any]) -> None:

@@ -1,10 +1,13 @@
-"""Reports and regression comparison over run records (schema: :mod:`adapterbench.harness.records`).
+"""Reports and regression comparison over run records (schema: :mod:`adapterbench.schema`; frames:
+:mod:`adapterbench.results`).
 
-``collect``  which records count and which may be averaged together (comparable groups, configurations)
-``aggregate`` one table per comparable group: mean ± std over seeds, best values, Pareto set
-``charts``   matplotlib charts (Pareto, memory/throughput, AdaLoRA ranks, DyLoRA ranks, trends)
-``build``    ``bench report``: the report folder (report.md, report.html, table.csv, charts)
-``markdown``/``html``  the two renderings of one report model
-``compare``  ``bench compare``: regressions of CURRENT against BASELINE, for CI
-``cli``      argparse glue the main command line wires in
+``collect``   which records count and which may be averaged together (comparable groups, configurations)
+``aggregate`` one table per comparable group (pandas groupby): mean ± std over seeds, best values, Pareto set
+``charts``    matplotlib charts (Pareto, memory/throughput, evaluation points, rank maps, trends), as declared
+``model``     the report model: sections, tables as formatted cells, legend, failed runs, charts drawn
+``markdown``/``html``/``csvfile``  the three writers of the report model
+``build``     ``bench report``: read, build the model, write the folder
+``compare``   ``bench compare``: regressions of CURRENT against BASELINE, for CI
+``units``     human units, point labels, the one-line run summary
+``cli``       argparse glue the main command line wires in
 """

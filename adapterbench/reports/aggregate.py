@@ -1,14 +1,15 @@
 """Aggregation: one table per comparable group, one row per configuration (and evaluation point).
 
 A row's numbers are the mean, sample standard deviation (``ddof=1``) and count over the seeds of one
-configuration. Rows of a variant evaluated at several points (DyLoRA: one per rank, ``metrics.points`` with a
-non-null ``point``) become one row per point, labelled ``dylora@r=4``; the measurements of such rows are those of
-the run (memory, time and parameter counts are properties of training, not of the evaluated point).
+configuration: ``groupby(["config", "point_key"]).agg(["mean", "std", "count"])`` over the evaluation-point frame
+of :mod:`adapterbench.results` joined with each run's measurements. A variant evaluated at several points (DyLoRA:
+one per rank) gets one row per point, labelled as the variant declares (``dylora@r=4``); the measurements of such
+rows are those of the run (memory, time and parameter counts are properties of training, not of the point).
 
 Two kinds of marks help reading a table:
 
-* the best value of each column, by the column's direction (metric: higher is better unless the task says
-  ``greater_is_better: false``; parameters, memory, time, latency ratio, checkpoint: lower; samples/s: higher),
+* the best value of each column, by the column's direction (:data:`adapterbench.schema.MEASURES`; the primary
+  metric by the task's ``greater_is_better``; other metrics by :func:`adapterbench.schema.metric_direction`),
   marked when at least two rows have a value and not all values are equal;
 * the Pareto set: rows that no other row beats on both the primary metric and the trainable parameters
   (adapter + head), i.e. ``{i : no j with cost_j <= cost_i and value_j >= value_i, one strictly}``.
@@ -17,25 +18,14 @@ Two kinds of marks help reading a table:
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapterbench.reports.collect import (
-    ConfigId,
-    GroupKey,
-    Record,
-    config_id,
-    dig,
-    greater_is_better,
-    group_key,
-    label_configs,
-    point_key,
-    point_label,
-    point_sort_key,
-    primary_key,
-)
+import pandas as pd
+
+from adapterbench import schema
+from adapterbench.reports.collect import ConfigId, GroupKey, label_configs
 
 
 @dataclass(frozen=True)
@@ -43,15 +33,19 @@ class Stat:
     mean: float
     std: float | None  # None with a single value
     n: int
+    interval: tuple[float, float] | None = None  # a confidence interval, where adapterbench.stats gives one
 
 
 def stat(values: Sequence[Any]) -> Stat | None:
     """Mean, sample std and count of the finite numbers in ``values`` (None when there is none)."""
-    nums = [float(v) for v in values
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
-    if not nums:
+    nums = pd.Series([float(v) for v in values if schema.is_number(v)], dtype="float64")
+    return _stat(nums.mean(), nums.std(), len(nums)) if len(nums) else None
+
+
+def _stat(mean: Any, std: Any, n: Any) -> Stat | None:
+    if not n or pd.isna(mean):
         return None
-    return Stat(statistics.fmean(nums), statistics.stdev(nums) if len(nums) > 1 else None, len(nums))
+    return Stat(float(mean), None if n < 2 or pd.isna(std) else float(std), int(n))
 
 
 @dataclass(frozen=True)
@@ -62,34 +56,15 @@ class Column:
     higher_is_better: bool
 
 
-# Measurement columns in table order: (key, title, kind, higher is better).
-MEASUREMENT_COLUMNS = (
-    Column("params/trainable_adapter", "adapter params", "count", False),
-    Column("params/trainable_head", "head params", "count", False),
-    Column("params/trainable_percent", "trainable % of total", "percent", False),
-    Column("memory/peak_bytes", "peak memory", "bytes", False),
-    Column("throughput/train_samples_per_s", "train samples/s", "rate", True),
-    Column("time/train_s", "train time", "seconds", False),
-    Column("inference/latency_ratio", "inference latency (× base)", "ratio", False),
-    Column("checkpoint/bytes", "checkpoint", "bytes", False),
-)
-# Kept in the CSV though not shown as table columns.
-EXTRA_MEASUREMENTS = ("params/trainable", "params/total", "time/wall_s", "throughput/train_tokens_per_s")
-_LOWER_IS_BETTER_WORDS = ("loss", "mse", "mae", "rmse", "error", "perplexity")
-
-
-def metric_higher_is_better(name: str) -> bool:
-    """Direction of a secondary metric from its name: losses and errors are lower-better, the rest higher."""
-    base = name.rsplit("/", 1)[-1].lower()
-    return not any(word in base for word in _LOWER_IS_BETTER_WORDS)
-
-
 @dataclass
 class Row:
     config: ConfigId
     point: Any
+    point_key: str  # canonical JSON of the point: what pairs rows of two sides in bench compare
+    point_label: str
     label: str
-    records: list[Record]
+    run_ids: list[str]
+    seeds: list[Any]
     stats: dict[str, Stat | None] = field(default_factory=dict)
     best: set[str] = field(default_factory=set)  # column keys where this row holds the best value
     pareto: bool = False
@@ -99,8 +74,9 @@ class Row:
         return s.mean if s else None
 
     @property
-    def seeds(self) -> list[Any]:
-        return sorted((r.get("seed") for r in self.records), key=str)
+    def base_label(self) -> str:
+        """The configuration's label without the evaluation point."""
+        return self.label.split("@", 1)[0]
 
 
 @dataclass
@@ -110,89 +86,90 @@ class GroupTable:
     greater_is_better: bool
     columns: list[Column]
     rows: list[Row]
+    points_axis: str | None = None  # how the variants of this table name their evaluation points
+    points_scale: str | None = None
 
 
-def _evaluations(record: Record) -> list[tuple[Any, dict[str, Any]]]:
-    """(point, metrics) per evaluation of ``record``: its points when some are not null, else the final one."""
-    points = dig(record, "metrics", "points", default=[]) or []
-    named = [p for p in points if isinstance(p, dict) and p.get("point") is not None]
-    if named:
-        return [(p["point"], p) for p in named]
-    final = dig(record, "metrics", "final")
-    if not isinstance(final, dict):
-        final = next((p for p in points if isinstance(p, dict)), {})
-    return [(None, final)]
+def _numeric(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    return [c for c in columns if c in frame and pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c]) and frame[c].notna().any()]
 
 
-def _primary_value(record: Record, point: Any, metrics: dict[str, Any]) -> Any:
-    if point is None and dig(record, "metrics", "primary", "value") is not None:
-        return dig(record, "metrics", "primary", "value")
-    return metrics.get(primary_key(record))
+def evaluations(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each evaluation point of ``points`` with its run's measurements (a point's own value, such as
+    ``params/deployed_adapter`` of a DyLoRA rank, wins over the run's)."""
+    measured = [c for c in runs.columns if schema.is_measurement(c)]
+    merged = points.merge(runs[["run_id", "source", *measured]], on=["run_id", "source"], how="left",
+                          suffixes=("", ":run"))
+    for c in measured:
+        if f"{c}:run" in merged:
+            merged[c] = merged[c].fillna(merged.pop(f"{c}:run"))
+    return merged
 
 
-def _metric_keys(metrics: dict[str, Any]) -> list[str]:
-    return [k for k, v in metrics.items() if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)]
+CELL = ["variant", "config", "point_key"]  # one table row: a configuration at one evaluation point
 
 
-def _percent(record: Record) -> float | None:
-    m = record.get("measurements") or {}
-    if m.get("params/trainable_percent") is not None:
-        return m["params/trainable_percent"]
-    if m.get("params/trainable") is not None and m.get("params/total"):
-        return 100.0 * m["params/trainable"] / m["params/total"]
-    return None
+def _rows(evals: pd.DataFrame, values: dict[str, str]) -> list[Row]:
+    """One row per :data:`CELL`: ``values`` (row stat key -> column) as mean, sample std and count over seeds,
+    sorted by variant, configuration label and point."""
+    cells = evals.groupby(CELL, sort=False, dropna=False)
+    stats = cells[list(values.values())].agg(["mean", "std", "count"]).to_dict("index")
+    meta = cells.agg(point=("point", "first"), point_label=("point_label", "first"),
+                     point_order=("point_order", "first"), run_ids=("run_id", list),
+                     seeds=("seed", lambda s: sorted(s.tolist(), key=str)))
+    labels = label_configs(ConfigId(str(v), str(c)) for v, c, _ in meta.index)
+    rows = []
+    for (variant, config, point_key), m in meta.iterrows():
+        cid, point = ConfigId(str(variant), str(config)), None if _missing(m["point"]) else m["point"]
+        row = Row(cid, point, str(point_key), m["point_label"],
+                  labels[cid] + (f"@{m['point_label']}" if point is not None else ""), m["run_ids"], m["seeds"])
+        s = stats[(variant, config, point_key)]
+        row.stats = {key: _stat(s[(col, "mean")], s[(col, "std")], s[(col, "count")]) for key, col in values.items()}
+        rows.append((row, m["point_order"]))
+    rows.sort(key=lambda ro: (ro[0].config.variant, ro[0].base_label, ro[1]))
+    return [r for r, _ in rows]
 
 
-def aggregate_group(records: Sequence[Record]) -> GroupTable:
-    """The table of one comparable group from its ok records (all with the same :func:`group_key`)."""
-    if not records:
-        raise ValueError("aggregate_group needs at least one record")
-    keys = {group_key(r) for r in records}
+def _declared(runs: pd.DataFrame, column: str) -> list[str]:
+    return [str(v) for v in runs[column].dropna().unique()] if column in runs else []
+
+
+def aggregate_group(points: pd.DataFrame, runs: pd.DataFrame) -> GroupTable:
+    """The table of one comparable group from the evaluation points of its ok runs and those runs' rows."""
+    if points.empty:
+        raise ValueError("aggregate_group needs at least one evaluation")
+    keys = {GroupKey.of(r) for r in points.itertuples()}
     if len(keys) > 1:
         raise ValueError(f"records of {len(keys)} comparable groups given to aggregate_group")
-    first = records[0]
-    primary = primary_key(first)
-    labels = label_configs(config_id(r) for r in records)
-
-    # (config, point) -> list of (record, metrics at that point)
-    cells: dict[tuple[ConfigId, str], list[tuple[Record, Any, dict[str, Any]]]] = {}
-    other_metrics: set[str] = set()
-    for record in records:
-        cid = config_id(record)
-        for point, metrics in _evaluations(record):
-            cells.setdefault((cid, point_key(point)), []).append((record, point, metrics))
-            other_metrics.update(k for k in _metric_keys(metrics) if k != primary)
-
-    rows = []
-    for (cid, _), entries in cells.items():
-        point = entries[0][1]
-        label = labels[cid] + (f"@{point_label(point)}" if point is not None else "")
-        row = Row(cid, point, label, [e[0] for e in entries])
-        row.stats["primary"] = stat([_primary_value(r, p, m) for r, p, m in entries])
-        for name in other_metrics:
-            row.stats[f"metric:{name}"] = stat([m.get(name) for _, _, m in entries])
-        for key in [c.key for c in MEASUREMENT_COLUMNS] + list(EXTRA_MEASUREMENTS):
-            values = [(_percent(r) if key == "params/trainable_percent" else (r.get("measurements") or {}).get(key))
-                      for r, _, _ in entries]
-            row.stats[key] = stat(values)
-        rows.append(row)
-    rows.sort(key=lambda r: (r.config.variant, r.label.split("@")[0], point_sort_key(r.point)))
-
-    gib = greater_is_better(first)
+    scoped = runs[runs["run_id"].isin(points["run_id"])]
+    primary, gib = str(scoped["primary_metric"].iloc[0]), bool(scoped["greater_is_better"].iloc[0])
+    evals = evaluations(points, runs)
+    metric_names = sorted(c for c in _numeric(evals, [c for c in points.columns if "/" in c])
+                          if c != primary and not schema.is_measurement(c))
+    measures = _numeric(evals, [c for c in evals.columns if schema.is_measurement(c)])
     columns = [Column("primary", primary, "metric", gib)]
-    columns += [Column(f"metric:{m}", m, "metric", metric_higher_is_better(m)) for m in sorted(other_metrics)]
-    columns += list(MEASUREMENT_COLUMNS)
-    table = GroupTable(keys.pop(), primary, gib, columns, rows)
+    columns += [Column(f"metric:{m}", m, "metric", schema.metric_direction(m) == "higher") for m in metric_names]
+    columns += [Column(m.key, m.title, m.kind, m.direction == "higher") for m in schema.TABLE_MEASURES
+                if m.key in measures]
+    values = {"primary": "primary", **{f"metric:{m}": m for m in metric_names}, **{m: m for m in measures}}
+    axes, scales = _declared(scoped, "points_axis"), _declared(scoped, "points_scale")
+    table = GroupTable(keys.pop(), primary, gib, columns, _rows(evals, values), " / ".join(axes) or None,
+                       scales[0] if len(scales) == 1 else None)
     mark_best(table)
-    for i in pareto_front([cost_value(r) for r in rows], gib):
-        rows[i].pareto = True
+    for i in pareto_front([cost_value(r) for r in table.rows], gib):
+        table.rows[i].pareto = True
     return table
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def cost_value(row: Row) -> tuple[float, float] | None:
-    cost, value = row.mean("params/trainable"), row.mean("primary")
-    if cost is None:  # older records may lack the total: adapter + head is the same number
-        a, h = row.mean("params/trainable_adapter"), row.mean("params/trainable_head")
+    cost, value = row.mean(schema.PARAMS_TRAINABLE.key), row.mean("primary")
+    if cost is None:  # a record without the total: adapter + head is the same number
+        a, h = row.mean(schema.PARAMS_ADAPTER.key), row.mean(schema.PARAMS_HEAD.key)
         cost = a + h if a is not None and h is not None else None
     return None if cost is None or value is None else (cost, value)
 

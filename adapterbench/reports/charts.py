@@ -1,33 +1,29 @@
 """Report charts (matplotlib, Agg canvas; no pyplot global state, so it is safe in tests and threads).
 
 Each ``*_chart`` function draws one PNG and returns its path, or ``None`` when there is nothing to draw or
-compare (a single configuration, no AdaLoRA record, a single date, ...). The data preparation is in small pure functions (:func:`parse_module_name`,
-:func:`rank_grid`, :func:`find_rank_map`, :func:`trend_series`) that tests call directly.
+compare (a single configuration, no rank map, a single date, ...). What a variant wants charted comes from its
+record (``variant_info["report"]``, :class:`adapterbench.schema.ReportHints`): the axis of its evaluation points
+and the rank map to draw, so nothing here knows a variant or a tensor name. The data preparation is in small pure
+functions (:func:`rank_grid`, :func:`mean_rank_map`, :func:`trend_series`) that tests call directly.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from adapterbench.reports.aggregate import GroupTable, Row, cost_value
-from adapterbench.reports.collect import (
-    Record,
-    config_id,
-    created_at,
-    dig,
-    label_configs,
-    primary_key,
-)
+from adapterbench.reports.collect import config_ids, label_configs
 from adapterbench.reports.units import bytes_unit
+from adapterbench.results import parse_module_name
+from adapterbench.schema import PEAK_MEMORY, TRAIN_SPS
 
 DPI = 120
-# Suffixes of parameter names that say which tensor of a module, not which module.
-_TENSOR_SUFFIXES = {"lora_A", "lora_B", "lora_E", "weight", "bias", "default", "ranknum"}
-_RANK_MAP_KEYS = ("final_ranks", "ranks", "rank_pattern", "final_rank")
 
 
 def _figure(width: float = 7.5, height: float = 4.6):
@@ -84,7 +80,7 @@ def pareto_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path 
         if len(rows) == 1 and rows[0].point is not None:
             # Evaluation points of one run share its parameter count: label them "r=4" on the left so they do
             # not collide with the labels of other variants, which sit on the right.
-            ax.annotate(rows[0].label.split("@", 1)[1], (cost, value), xytext=(-7, 0), textcoords="offset points",
+            ax.annotate(rows[0].point_label, (cost, value), xytext=(-7, 0), textcoords="offset points",
                         fontsize=7.5, color="#4b5563", ha="right", va="center")
             continue
         # Labels of nearby points (within half a decade, 5% of the value range) are stacked downwards.
@@ -115,17 +111,19 @@ def point_clusters(points: Sequence[tuple[Row, tuple[float, float]]]
 
 
 def cluster_label(rows: Sequence[Row]) -> str:
-    """``lora, dylora@r=1…8`` for rows sharing one spot: evaluation points of a configuration compressed."""
+    """``lora, dylora@r=1…8`` for rows sharing one spot: evaluation points of a configuration compressed (the
+    last label loses the prefix it shares with the first, digits aside)."""
     parts: dict[str, list[Row]] = {}
     for row in rows:
-        parts.setdefault(row.label.split("@", 1)[0], []).append(row)
+        parts.setdefault(row.base_label, []).append(row)
     labels = []
     for base, group in parts.items():
         if len(group) == 1:
             labels.append(group[0].label)
         else:
-            first, last = group[0].label.split("@", 1)[1], group[-1].label.split("@", 1)[1].split("=")[-1]
-            labels.append(f"{base}@{first}…{last}")
+            first, last = group[0].point_label, group[-1].point_label
+            common = os.path.commonprefix([first, last])  # "r=1", "r=8" -> "r=1…8"
+            labels.append(f"{base}@{first}…{last[len(common.rstrip('0123456789.')):]}")
     return ", ".join(labels)
 
 
@@ -143,19 +141,19 @@ def _per_config(rows: Sequence[Row]) -> list[Row]:
 def resource_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path | None:
     """Two bar charts side by side: peak training memory and training throughput, per configuration."""
     rows = _per_config(table.rows)
-    mem = [row.stats.get("memory/peak_bytes") for row in rows]
-    sps = [row.stats.get("throughput/train_samples_per_s") for row in rows]
+    mem = [row.stats.get(PEAK_MEMORY.key) for row in rows]
+    sps = [row.stats.get(TRAIN_SPS.key) for row in rows]
     if len(rows) < 2 or (not any(mem) and not any(sps)):
         return None
     fig = _figure(9.0, 0.9 + 0.42 * len(rows))
     axes = fig.subplots(1, 2, sharey=True)
-    labels = [row.label.split("@")[0] for row in rows]
+    labels = [row.base_label for row in rows]
     ys = list(range(len(rows)))
     biggest = max((s.mean for s in mem if s), default=1.0)
     div, unit = bytes_unit(biggest)
     for ax, stats, scale, xlabel, best_key in (
-            (axes[0], mem, div, f"peak training memory ({unit})", "memory/peak_bytes"),
-            (axes[1], sps, 1.0, "training throughput (samples/s)", "throughput/train_samples_per_s")):
+            (axes[0], mem, div, f"{PEAK_MEMORY.title} ({unit})", PEAK_MEMORY.key),
+            (axes[1], sps, 1.0, f"{TRAIN_SPS.title} ({TRAIN_SPS.unit})", TRAIN_SPS.key)):
         _style(ax)
         ax.grid(True, axis="x", color="#e5e7eb")
         ax.grid(False, axis="y")
@@ -175,24 +173,7 @@ def resource_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Pat
     return _save(fig, path)
 
 
-# ---- AdaLoRA: final rank per layer and module -------------------------------------------------------------
-def parse_module_name(name: str) -> tuple[int | None, str]:
-    """``"bert.encoder.layer.3.attention.self.query"`` -> ``(3, "attention.self.query")``.
-
-    The layer is the first all-digit component of the dotted name (``layer.3``, ``layers.3``, ``h.3``); the role
-    is what follows it, without tensor suffixes such as ``lora_E`` or ``weight``. Names without a layer index
-    give ``(None, name)``.
-    """
-    parts = [p for p in name.split(".") if p]
-    while len(parts) > 1 and parts[-1] in _TENSOR_SUFFIXES:
-        parts.pop()
-    for i, part in enumerate(parts):
-        if part.isdigit() and i > 0:
-            role = ".".join(parts[i + 1:]) or parts[i - 1]
-            return int(part), role
-    return None, ".".join(parts)
-
-
+# ---- rank maps: rank per layer and module -----------------------------------------------------------
 def short_roles(roles: Sequence[str]) -> dict[str, str]:
     """The shortest dotted suffix of each role that no other role ends with: ``attention.self.query`` ->
     ``query``, but ``attention.output.dense`` and ``output.dense`` stay apart."""
@@ -210,31 +191,6 @@ def short_roles(roles: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def find_rank_map(variant_info: Any) -> dict[str, float] | None:
-    """The ``{module_name: rank}`` dict inside a record's ``variant_info`` (or ``variant_info`` itself).
-
-    Accepts ranks as numbers or as boolean masks (PEFT's ``rank_pattern``: the rank is the count of True).
-    Only dicts whose names carry a layer index count, so unrelated dicts of numbers are not mistaken for one.
-    """
-    if not isinstance(variant_info, dict):
-        return None
-    candidates = [variant_info.get(k) for k in _RANK_MAP_KEYS] + [variant_info] + list(variant_info.values())
-    for cand in candidates:
-        if not isinstance(cand, dict) or not cand:
-            continue
-        ranks = {}
-        for name, value in cand.items():
-            if isinstance(value, list) and all(isinstance(v, (bool, int)) for v in value):
-                value = sum(bool(v) for v in value)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                break
-            ranks[str(name)] = float(value)
-        else:
-            if any(parse_module_name(n)[0] is not None for n in ranks):
-                return ranks
-    return None
-
-
 def rank_grid(ranks: dict[str, float]) -> tuple[list[str], list[int], list[list[float | None]]]:
     """(role labels, layer indices, matrix[role][layer]) from ``{module_name: rank}``; names without a layer
     index are left out."""
@@ -249,13 +205,13 @@ def rank_grid(ranks: dict[str, float]) -> tuple[list[str], list[int], list[list[
     return [short[r] for r in roles], layers, matrix
 
 
-def mean_rank_map(records: Sequence[Record]) -> dict[str, float] | None:
-    """The per-module mean of the rank maps of ``records`` (seeds of one configuration)."""
-    maps = [m for r in records if (m := find_rank_map(r.get("variant_info")))]
-    if not maps:
+def mean_rank_map(ranks: pd.DataFrame) -> dict[str, float] | None:
+    """The per-module mean over runs (seeds of one configuration) of a rank frame (``module``, ``rank``), in the
+    order the model lists its modules."""
+    if ranks.empty:
         return None
-    names = list(dict.fromkeys(n for m in maps for n in m))
-    return {n: statistics.fmean(m[n] for m in maps if n in m) for n in names}
+    means = ranks.groupby("module", sort=False)["rank"].mean()
+    return {str(k): float(v) for k, v in means.items()}
 
 
 def rank_heatmap(ranks: dict[str, float], title: str, path: Path) -> Path | None:
@@ -283,60 +239,67 @@ def rank_heatmap(ranks: dict[str, float], title: str, path: Path) -> Path | None
     return _save(fig, path)
 
 
-# ---- evaluation points (DyLoRA ranks) ---------------------------------------------------------------------
+# ---- evaluation points ---------------------------------------------------------------------------------------
 def points_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path | None:
-    """Primary metric against the evaluated rank, one line per configuration evaluated at several ranks."""
+    """Primary metric at each evaluation point, one line per configuration evaluated at several points; the x
+    axis as the variants declare it (title and scale; points that are not numbers go on a category axis)."""
     series: dict[str, list[Row]] = {}
     for row in table.rows:
-        if isinstance(row.point, (int, float)) and not isinstance(row.point, bool) and row.stats.get("primary"):
-            series.setdefault(row.label.split("@")[0], []).append(row)
+        if row.point is not None and row.stats.get("primary"):
+            series.setdefault(row.base_label, []).append(row)
     series = {k: v for k, v in series.items() if len(v) > 1}
     if not series:
         return None
+    numeric = all(isinstance(r.point, (int, float)) and not isinstance(r.point, bool)
+                  for rows in series.values() for r in rows)
+    categories = list(dict.fromkeys(r.point_label for rows in series.values() for r in rows))
     fig = _figure(6.5, 4.2)
     ax = fig.add_subplot()
     _style(ax)
     for label, rows in series.items():
-        rows = sorted(rows, key=lambda r: r.point)
-        ax.errorbar([r.point for r in rows], [r.stats["primary"].mean for r in rows],
+        xs = [r.point if numeric else categories.index(r.point_label) for r in rows]
+        ax.errorbar(xs, [r.stats["primary"].mean for r in rows],
                     yerr=[r.stats["primary"].std or 0.0 for r in rows], marker="o", capsize=3,
                     color=colors.get(rows[0].config.variant), label=f"{label} (n={rows[0].stats['primary'].n})")
-    ticks = sorted({r.point for rows in series.values() for r in rows})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.set_xlabel("evaluated rank r (log scale)")
+    scale = table.points_scale if numeric else "category"
+    if scale in ("log2", "log") and all(r.point > 0 for rows in series.values() for r in rows):
+        ax.set_xscale("log", base=2 if scale == "log2" else 10)
+    if numeric:
+        ticks = sorted({r.point for rows in series.values() for r in rows})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    else:
+        ax.set_xticks(range(len(categories)), categories)
+    axis = table.points_axis or "evaluation point"
+    ax.set_xlabel(axis + (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(f"{table.primary} (mean ± std over seeds)")
-    ax.set_title(f"{table.key.task}: {table.primary} at each evaluated rank", fontsize=11)
+    ax.set_title(f"{table.key.task}: {table.primary} at each {axis}", fontsize=11)
     ax.legend(fontsize=8, frameon=False)
     return _save(fig, path)
 
 
 # ---- trends across dates ----------------------------------------------------------------------------------
-def trend_series(records: Sequence[Record]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{label: {date: {"metric": mean, "throughput": mean}}}`` over the ok records of one comparable group,
-    dates as ``YYYY-MM-DD`` (UTC) of ``created_at``; records without a date are left out."""
-    labels = label_configs(config_id(r) for r in records)
-    raw: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for r in records:
-        when = created_at(r)
-        if when is None:
-            continue
-        value = dig(r, "metrics", "primary", "value")
-        if value is None:
-            value = dig(r, "metrics", "final", primary_key(r))
-        cell = raw.setdefault(labels[config_id(r)], {}).setdefault(when.date().isoformat(),
-                                                                  {"metric": [], "throughput": []})
-        for key, v in (("metric", value), ("throughput", dig(r, "measurements", "throughput/train_samples_per_s"))):
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                cell[key].append(float(v))
-    return {label: {d: {k: statistics.fmean(v) for k, v in cell.items() if v} for d, cell in sorted(by_date.items())}
-            for label, by_date in sorted(raw.items())}
+def trend_series(runs: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """``{label: {date: {"metric": mean, "throughput": mean}}}`` over the ok runs of one comparable group (every
+    record, older ones included), dates as ``YYYY-MM-DD`` (UTC) of ``created_at``; runs without a date left out."""
+    runs = runs[runs["created_at"].notna()]
+    if runs.empty:
+        return {}
+    ids = config_ids(runs)
+    labels = label_configs(ids)
+    frame = pd.DataFrame({"label": ids.map(labels), "date": runs["created_at"].dt.strftime("%Y-%m-%d"),
+                          "metric": pd.to_numeric(runs["primary"], errors="coerce"),
+                          "throughput": pd.to_numeric(runs.get(TRAIN_SPS.key), errors="coerce")})
+    means = frame.groupby(["label", "date"]).mean()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (label, date), row in means.iterrows():
+        out.setdefault(str(label), {})[str(date)] = {k: float(v) for k, v in row.items() if pd.notna(v)}
+    return out
 
 
-def trend_chart(records: Sequence[Record], table: GroupTable, path: Path, colors: dict[str, Any]) -> Path | None:
+def trend_chart(runs: pd.DataFrame, table: GroupTable, path: Path, colors: dict[str, Any]) -> Path | None:
     """Primary metric and throughput over run dates, a line per configuration that ran on two dates or more;
     None when no configuration did."""
-    series = {label: by_date for label, by_date in trend_series(records).items() if len(by_date) > 1}
+    series = {label: by_date for label, by_date in trend_series(runs).items() if len(by_date) > 1}
     dates = sorted({d for by_date in series.values() for d in by_date})
     if len(dates) < 2:
         return None
@@ -348,7 +311,7 @@ def trend_chart(records: Sequence[Record], table: GroupTable, path: Path, colors
     axes = fig.subplots(2, 1, sharex=True)
     variant_of = {label: label.split(" (")[0] for label in series}
     for ax, key, ylabel in ((axes[0], "metric", f"{table.primary} (mean over seeds)"),
-                            (axes[1], "throughput", "training throughput (samples/s)")):
+                            (axes[1], "throughput", f"{TRAIN_SPS.title} ({TRAIN_SPS.unit})")):
         _style(ax)
         for label, by_date in series.items():
             pts = [(date.fromisoformat(d), v[key]) for d, v in by_date.items() if key in v]

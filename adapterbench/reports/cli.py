@@ -1,4 +1,6 @@
-"""Command-line glue for ``bench report`` and ``bench compare`` (wired into :mod:`adapterbench.cli`).
+"""Command-line glue for ``bench report``, ``bench compare`` and ``bench export`` (wired into
+:mod:`adapterbench.cli`). Files under RESULTS that are not readable run records are skipped: each is named with
+its reason, and counted in the summary.
 
 ``bench report [RESULTS ...] --out reports/NAME [--task T] [--variant V] [--model M] [--force]``
     writes ``report.md``, ``report.html`` (self-contained), ``table.csv`` and the chart PNGs into ``--out``
@@ -10,6 +12,9 @@
     prints a Markdown diff table (for a CI job summary) and exits 1 on any regression, 0 otherwise. ``--out``
     also writes it to a file; an existing non-empty file is refused unless ``--force`` (an empty one, such as
     ``$GITHUB_STEP_SUMMARY`` at the start of a step, is written).
+
+``bench export [RESULTS ...] --out FOLDER [--format csv|parquet]``
+    writes the tables of :mod:`adapterbench.results` (``runs``, ``points``, ``history``) into ``--out``.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ def report_command(args: argparse.Namespace) -> int:
     report = write_report(args.results or [DEFAULT_RESULTS], out, tasks=_names(args.task),
                           variants=_names(args.variant), models=_names(args.model), force=args.force)
     groups = sum(len(t.groups) for t in report.tasks)
+    for line in report.skipped:
+        print(f"skipped {line}")
     print(f"wrote {out}/report.html, report.md, table.csv and "
           f"{sum(len(g.charts) for t in report.tasks for g in t.groups)} charts: {report.summary['runs']} runs, "
-          f"{groups} comparable group(s), {len(report.failed)} failed run(s)")
+          f"{groups} comparable group(s), {len(report.failed)} failed run(s), {len(report.skipped)} file(s) skipped")
     return 0
 
 
@@ -89,3 +96,30 @@ def compare_command(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
     return 1 if comparison.regressions else 0
+
+
+def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from adapterbench.results import EXPORT_FORMATS
+
+    parser.add_argument("results", nargs="*", metavar="RESULTS",
+                        help=f"folders or files of run records (default: {DEFAULT_RESULTS})")
+    parser.add_argument("--out", metavar="FOLDER", required=True, help="folder for runs, points and history tables")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="csv", help="file format (default csv)")
+    return parser
+
+
+def export_command(args: argparse.Namespace) -> int:
+    import warnings
+
+    from adapterbench.reports.collect import load_records
+    from adapterbench.results import export
+
+    paths = args.results or [DEFAULT_RESULTS]
+    _, skipped = load_records(paths)  # a missing path or no record at all: a one-line error
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the skipped files are printed below, once
+        written = export(paths, args.out, args.format)
+    for line in skipped:
+        print(f"skipped {line}")
+    print(f"wrote {', '.join(str(p) for p in written)} ({len(skipped)} file(s) skipped)")
+    return 0

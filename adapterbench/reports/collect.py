@@ -1,15 +1,18 @@
 """Reading run records for reports and comparisons: which records count, and which may be averaged together.
 
-Three decisions live here, in pure functions over the record dicts of :mod:`adapterbench.harness.records`:
+Three decisions live here, over the frames of :mod:`adapterbench.results`:
 
-* **One record per run.** The same ``run_id`` (in one comparable group) can appear more than once when several result folders are read
-  (a nightly folder per date). Tables use the newest record of each run (by ``created_at``); older ones are kept
-  aside for the trend charts, so a rerun that succeeded replaces the failure it followed.
+* **One record per run.** The same ``run_id`` (in one comparable group) can appear more than once when several
+  result folders are read (a nightly folder per date). Tables use the newest record of each run (the ``latest``
+  column); older ones are kept for the trend charts, so a rerun that succeeded replaces the failure it followed.
 * **Comparable groups.** Records are averaged together only when they share the task (name and version), the
   model (name and weights SHA-256) and the profile: :class:`GroupKey`. Anything else is a different experiment.
 * **Configurations.** Within a group, seeds of the same variant are averaged only when every resolved setting
   that changes the numbers is equal (variant Config fields and loop settings such as lr or epochs):
-  :class:`ConfigId`. Rows are labelled with the settings that tell configurations of one variant apart.
+  :class:`ConfigId`, the ``config`` column. Rows are labelled with the settings that tell configurations apart.
+
+Files that are not readable records (bad JSON, unknown schema version, fields of the wrong type) are skipped with
+a one-line reason each, which ``bench report`` and ``bench compare`` print and count.
 """
 
 from __future__ import annotations
@@ -17,129 +20,113 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from adapterbench import results
 from adapterbench.errors import UserError
-from adapterbench.harness.records import iter_records
+from adapterbench.harness.records import scan_records
+from adapterbench.schema import Record
 
-# Resolved loop settings that change the numbers (the rest, e.g. checkpoint saving, only changes bookkeeping).
-IDENTITY_TRAINING_KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup_ratio", "weight_decay",
-                          "max_grad_norm", "max_train_samples", "max_eval_samples", "max_steps", "precision",
-                          "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches")
-
-Record = dict[str, Any]
-
-
-def dig(record: Record, *path: str, default: Any = None) -> Any:
-    """``record[a][b]...`` tolerating missing keys and non-dict values on the way."""
-    value: Any = record
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return default
-        value = value[key]
-    return value
+Found = list[tuple[Path, Record]]
 
 
 # ---- loading -------------------------------------------------------------------------------------------
-def load_records(paths: Sequence[str | Path]) -> list[tuple[Path, Record]]:
-    """Every record under ``paths`` (files or folders); a missing path or no record at all is a user error."""
+def load_records(paths: Sequence[str | Path]) -> tuple[Found, list[str]]:
+    """Every readable record under ``paths`` and one line per skipped file; a missing path, or no readable
+    record at all, is a user error."""
     if not paths:
         raise UserError("no results given; pass one or more folders or files of run records")
     for p in paths:
         if not Path(p).exists():
             raise UserError(f"results path {str(p)!r} does not exist; pass a folder or file of run records")
-    found = list(iter_records(Path(p) for p in paths))
-    if not found:
-        raise UserError(f"no run records found in {', '.join(map(str, paths))}; "
+    scan = scan_records(Path(p) for p in paths)
+    if not scan.found:
+        why = f" ({len(scan.skipped)} file(s) skipped; first: {scan.reasons()[0]})" if scan.skipped else ""
+        raise UserError(f"no run records found in {', '.join(map(str, paths))}{why}; "
                         "expected the JSON records that `bench run` writes")
-    return found
-
-
-def created_at(record: Record) -> datetime | None:
-    """``created_at`` as an aware UTC datetime (naive times are taken as UTC); None when absent or malformed."""
-    text = record.get("created_at")
-    if not isinstance(text, str):
-        return None
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    return scan.found, scan.reasons()
 
 
 @dataclass
 class Collection:
-    """Records after deduplication: ``latest`` holds one record per run id, ``older`` the rest."""
+    """The frames of a set of records (:func:`adapterbench.results.frames`) and the files skipped reading them.
 
-    latest: list[tuple[Path, Record]]
-    older: list[tuple[Path, Record]]
+    ``runs`` holds every record, ``latest`` marking the newest of each run; :attr:`table_runs` and :attr:`failed`
+    are the newest ones, :attr:`history` every ok record (the trend charts)."""
+
+    runs: pd.DataFrame
+    points: pd.DataFrame
+    epochs: pd.DataFrame
+    ranks: pd.DataFrame
+    skipped: list[str]
+
+    @classmethod
+    def of(cls, found: Found, skipped: Sequence[str] = ()) -> Collection:
+        return cls(*results.frames(found), list(skipped))
 
     @property
-    def ok(self) -> list[Record]:
-        return [r for _, r in self.latest if r.get("status") == "ok"]
+    def latest(self) -> pd.DataFrame:
+        return self.runs[self.runs["latest"].astype(bool)]
 
     @property
-    def failed(self) -> list[tuple[Path, Record]]:
+    def ok(self) -> pd.DataFrame:
+        return self.latest[self.latest["status"] == "ok"]
+
+    @property
+    def failed(self) -> pd.DataFrame:
         """Runs that did not finish (``failed``, ``oom``, ``diverged``, or any status that is not ``ok``)."""
-        return [(p, r) for p, r in self.latest if r.get("status") != "ok"]
+        return self.latest[self.latest["status"] != "ok"]
 
     @property
-    def history(self) -> list[Record]:
-        """Every ok record including older ones of the same run: the input of the trend charts."""
-        return [r for _, r in self.latest + self.older if r.get("status") == "ok"]
+    def older(self) -> pd.DataFrame:
+        return self.runs[~self.runs["latest"].astype(bool)]
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "ok"]
+
+    @property
+    def ok_points(self) -> pd.DataFrame:
+        return self.points[self.points["latest"].astype(bool)]
 
 
-def deduplicate(found: Iterable[tuple[Path, Record]]) -> Collection:
-    """Keep the newest record of each run (ties broken by path, so the result is deterministic).
+def model_names(runs: pd.DataFrame) -> pd.Series:
+    """Per run, the names a ``--model`` filter may use: its name, path and their last parts."""
+    def names(row: Any) -> set[str]:
+        out = set()
+        for value in (row.model, row.model_path):
+            if isinstance(value, str) and value:
+                out.update({value, Path(value.rstrip("/")).name})
+        return out
 
-    A run is its ``run_id`` within a comparable group: the run id names the model by its folder name only, so
-    the same id on other weights is another experiment, not a rerun.
-    """
-    by_run: dict[tuple[str, GroupKey], list[tuple[Path, Record]]] = {}
-    for path, record in found:
-        by_run.setdefault((str(record.get("run_id")), group_key(record)), []).append((path, record))
-    latest, older = [], []
-    for entries in by_run.values():
-        entries.sort(key=lambda e: (created_at(e[1]) or _EPOCH, str(e[0])))
-        latest.append(entries[-1])
-        older.extend(entries[:-1])
-    latest.sort(key=lambda e: str(e[1].get("run_id")))
-    return Collection(latest, older)
+    return pd.Series([names(r) for r in runs.itertuples()], index=runs.index, dtype=object)
 
 
-def model_names(record: Record) -> set[str]:
-    """The names a ``--model`` filter may use for this record's model: its name, path and their last parts."""
-    names = set()
-    for key in ("name", "path"):
-        value = dig(record, "model", key)
-        if isinstance(value, str) and value:
-            names.update({value, Path(value.rstrip("/")).name})
-    return names
-
-
-def filter_records(found: list[tuple[Path, Record]], tasks: Sequence[str] = (), variants: Sequence[str] = (),
-                   models: Sequence[str] = ()) -> list[tuple[Path, Record]]:
+def filter_records(found: Found, tasks: Sequence[str] = (), variants: Sequence[str] = (),
+                   models: Sequence[str] = ()) -> Found:
     """Keep records matching every given filter (each filter: any of its names). Unmatched names raise."""
-    checks = (
-        ("--task", tasks, lambda r: {str(dig(r, "task", "name"))}),
-        ("--variant", variants, lambda r: {str(dig(r, "variant", "name"))}),
-        ("--model", models, model_names),
-    )
-    for flag, wanted, names_of in checks:
+    if not found:
+        return found
+    runs = results.runs_frame(found, ordered=False)  # row i is found[i]
+    def names(column: str) -> pd.Series:
+        return pd.Series([{str(v)} for v in runs[column]], index=runs.index, dtype=object)
+
+    checks = (("--task", tasks, names("task")), ("--variant", variants, names("variant")),
+              ("--model", models, model_names(runs)))
+    keep = pd.Series(True, index=runs.index)
+    for flag, wanted, per_run in checks:
         if not wanted:
             continue
-        available = set().union(*(names_of(r) for _, r in found)) if found else set()
+        available = set().union(*per_run)
         for name in wanted:
             if name not in available:
                 raise UserError(f"{flag} {name!r} matches no record; available: "
                                 f"{', '.join(sorted(available)) or '(none)'}")
-        found = [(p, r) for p, r in found if names_of(r) & set(wanted)]
-    return found
+        keep &= pd.Series([bool(n & set(wanted)) for n in per_run], index=runs.index)
+    return [entry for entry, k in zip(found, keep) if k]
 
 
 # ---- comparable groups ---------------------------------------------------------------------------------
@@ -158,18 +145,20 @@ class GroupKey:
         return (f"{self.task} v{self.task_version or '?'} · {self.model or 'unknown model'} "
                 f"(weights sha256 {sha}) · profile {self.profile or '?'}")
 
+    @classmethod
+    def of(cls, row: Any) -> GroupKey:
+        """The key of a row of a results frame (a namedtuple or a Series with the :data:`GROUP_COLUMNS`)."""
+        values = [getattr(row, c) if hasattr(row, c) else row[c] for c in results.GROUP_COLUMNS]
+        return cls(*("" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+                     for v in values))
+
+
+def group_keys(frame: pd.DataFrame) -> pd.Series:
+    return pd.Series([GroupKey.of(r) for r in frame.itertuples()], index=frame.index, dtype=object)
+
 
 _GROUP_FIELD_NAMES = {"task": "task", "task_version": "task version", "model": "model name",
                       "weights_sha256": "model weights", "profile": "profile"}
-
-
-def group_key(record: Record) -> GroupKey:
-    def text(*path: str) -> str:
-        value = dig(record, *path)
-        return "" if value is None else str(value)
-
-    return GroupKey(text("task", "name"), text("task", "version"), text("model", "name"),
-                    text("model", "weights_sha256"), text("profile"))
 
 
 def group_differences(keys: Sequence[GroupKey]) -> dict[str, list[str]]:
@@ -194,33 +183,21 @@ def explain_groups(keys: Sequence[GroupKey]) -> str:
     return "; ".join(parts)
 
 
-# ---- configurations and evaluation points --------------------------------------------------------------
+# ---- configurations ------------------------------------------------------------------------------------
 @dataclass(frozen=True, order=True)
 class ConfigId:
-    """A variant with every resolved setting that changes the numbers; ``settings`` holds (key, JSON value)."""
+    """A variant with every resolved setting that changes the numbers (the ``config`` column, parsed)."""
 
     variant: str
-    settings: tuple[tuple[str, str], ...]
+    config: str  # canonical JSON
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.settings}
+        return json.loads(self.config) if self.config else {}
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def config_id(record: Record) -> ConfigId:
-    config = dig(record, "variant", "config", default={}) or {}
-    training = dig(record, "training", default={}) or {}
-    settings = {str(k): _canonical(v) for k, v in config.items()} if isinstance(config, dict) else {}
-    for key in IDENTITY_TRAINING_KEYS:
-        if isinstance(training, dict) and key in training:
-            value = training[key]
-            if key == "device" and isinstance(value, str) and value.startswith("cuda"):
-                value = "cuda"  # cuda and cuda:1 are the same kind of device
-            settings[f"training.{key}" if key in settings else key] = _canonical(value)
-    return ConfigId(str(dig(record, "variant", "name", default="")), tuple(sorted(settings.items())))
+def config_ids(frame: pd.DataFrame) -> pd.Series:
+    return pd.Series([ConfigId(str(v), str(c)) for v, c in zip(frame["variant"], frame["config"])],
+                     index=frame.index, dtype=object)
 
 
 def _short(value: Any) -> str:
@@ -245,43 +222,7 @@ def label_configs(ids: Iterable[ConfigId]) -> dict[ConfigId, str]:
             labels[cids[0]] = variant
             continue
         dicts = [c.as_dict() for c in cids]
-        keys = sorted(k for k in set().union(*dicts) if len({_canonical(d.get(k)) for d in dicts}) > 1)
+        keys = sorted(k for k in set().union(*dicts) if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1)
         for cid, d in zip(cids, dicts):
             labels[cid] = f"{variant} ({', '.join(f'{k}={_short(d.get(k))}' for k in keys)})"
     return labels
-
-
-def point_key(point: Any) -> str:
-    """A hashable, JSON-stable key for an evaluation point (``None``: the model as trained)."""
-    return _canonical(point)
-
-
-def point_label(point: Any) -> str:
-    """``None`` -> "" ; 4 -> "r=4" (numeric points are ranks: DyLoRA, the one built-in with several points);
-    ``{"r": 4}`` -> "r=4"; a string is used as it is."""
-    if point is None:
-        return ""
-    if isinstance(point, dict):
-        return ",".join(f"{k}={_short(v)}" for k, v in point.items())
-    if isinstance(point, (int, float)) and not isinstance(point, bool):
-        return f"r={_short(point)}"
-    return str(point)
-
-
-def point_sort_key(point: Any) -> tuple:
-    """Numeric points in numeric order, before any other kind."""
-    if isinstance(point, (int, float)) and not isinstance(point, bool):
-        return (0, float(point), "")
-    return (1, 0.0, point_key(point))
-
-
-def primary_key(record: Record) -> str:
-    """The ``<split>/<metric>`` key of the task's primary metric, e.g. ``validation/accuracy``."""
-    name = dig(record, "metrics", "primary", "name") or dig(record, "task", "primary_metric") or ""
-    split = (dig(record, "metrics", "primary", "split") or dig(record, "task", "primary_split")
-             or (dig(record, "task", "eval_splits") or ["validation"])[0])
-    return name if "/" in name else f"{split}/{name}"
-
-
-def greater_is_better(record: Record) -> bool:
-    return dig(record, "task", "greater_is_better") is not False

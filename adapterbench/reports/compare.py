@@ -2,7 +2,9 @@
 
 Records are paired by task, variant configuration (:class:`~adapterbench.reports.collect.ConfigId`) and
 comparable group (:class:`~adapterbench.reports.collect.GroupKey`: task version, model name and weights, profile),
-then by evaluation point (DyLoRA ranks). A pair is a **regression** when any of these holds:
+then by evaluation point (DyLoRA ranks). Both sides are read as the frames of :mod:`adapterbench.results`; files
+that are not readable records are skipped, listed with their reason and counted. A pair is a **regression** when
+any of these holds:
 
 * metric:     ``drop > max(metric_abs_tol, metric_std_k * std_baseline)``, where ``drop = mean_baseline -
   mean_current`` (reversed for tasks where lower is better) and ``std_baseline`` is the sample std over the
@@ -25,30 +27,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from adapterbench.errors import UserError
 from adapterbench.reports.aggregate import Row, Stat, aggregate_group
 from adapterbench.reports.collect import (
     Collection,
     ConfigId,
     GroupKey,
-    Record,
-    config_id,
-    deduplicate,
-    dig,
     explain_groups,
     group_differences,
-    group_key,
     label_configs,
-    point_key,
-    point_label,
-    point_sort_key,
-    primary_key,
+    load_records,
     settings_differences,
 )
-from adapterbench.reports.units import fmt_bytes, fmt_change, fmt_delta, fmt_metric, fmt_rate
+from adapterbench.reports.units import fmt_change, fmt_delta, fmt_measure, fmt_metric
+from adapterbench.schema import PEAK_MEMORY, TRAIN_SPS, Measure
 
 _EPS = 1e-12  # a drop equal to the limit is not a regression, whatever the float rounding
 ENVIRONMENT_KEYS = ("python", "torch", "transformers", "peft", "adapterbench", "device_name")
+CHECKED: tuple[Measure, ...] = (TRAIN_SPS, PEAK_MEMORY)  # the resources of the table, besides the metric
 
 
 @dataclass(frozen=True)
@@ -90,14 +88,15 @@ def memory_check(base: float, current: float, ratio: float) -> bool:
 # ---- pairing ----------------------------------------------------------------------------------------------
 @dataclass
 class Side:
-    """The records of one configuration in one comparable group, on one side."""
+    """The runs (rows of the runs frame) of one configuration in one comparable group, on one side."""
 
-    ok: list[Record] = field(default_factory=list)
-    bad: list[tuple[Path, Record]] = field(default_factory=list)
+    collection: Collection
+    ok: list[Any] = field(default_factory=list)
+    bad: list[Any] = field(default_factory=list)
 
     @property
     def seeds(self) -> set[Any]:
-        return {r.get("seed") for r in self.ok} | {r.get("seed") for _, r in self.bad}
+        return {r.seed for r in self.ok} | {r.seed for r in self.bad}
 
 
 @dataclass
@@ -134,13 +133,10 @@ Index = dict[tuple[str, str], dict[tuple[GroupKey, ConfigId], Side]]
 
 def _index(collection: Collection) -> Index:
     index: Index = {}
-    for path, record in collection.latest:
-        task, variant = str(dig(record, "task", "name")), str(dig(record, "variant", "name"))
-        side = index.setdefault((task, variant), {}).setdefault((group_key(record), config_id(record)), Side())
-        if record.get("status") == "ok":
-            side.ok.append(record)
-        else:
-            side.bad.append((path, record))
+    for run in collection.latest.itertuples():
+        key = (GroupKey.of(run), ConfigId(str(run.variant), str(run.config)))
+        side = index.setdefault((str(run.task), str(run.variant)), {}).setdefault(key, Side(collection))
+        (side.ok if run.status == "ok" else side.bad).append(run)
     return index
 
 
@@ -149,20 +145,25 @@ def _seeds(seeds: Sequence[Any]) -> str:
 
 
 def _rows_by_point(side: Side) -> dict[str, Row]:
-    return {point_key(row.point): row for row in aggregate_group(side.ok).rows} if side.ok else {}
+    """The aggregated rows of one side's ok runs, by evaluation point (in point order)."""
+    if not side.ok:
+        return {}
+    points = side.collection.ok_points
+    points = points[points["run_id"].isin([r.run_id for r in side.ok])]
+    return {row.point_key: row for row in aggregate_group(points, side.collection.ok).rows}
 
 
 def _failure_details(task: str, label: str, side: Side, where: str, details: list[str]) -> list[str]:
     issues = []
-    for path, r in side.bad:
-        issues.append(f"seed {r.get('seed')} {r.get('status')} in {where}")
-        details.append(f"{task} / {label}, seed {r.get('seed')}, {where}: {r.get('status')}: "
-                       f"{dig(r, 'error', 'message') or 'no error message'} ({path})")
+    for r in side.bad:
+        message = r.error_message if isinstance(r.error_message, str) and r.error_message else "no error message"
+        issues.append(f"seed {r.seed} {r.status} in {where}")
+        details.append(f"{task} / {label}, seed {r.seed}, {where}: {r.status}: {message} ({r.source})")
     return issues
 
 
 def _point_label(label: str, row: Row) -> str:
-    return label + (f"@{point_label(row.point)}" if row.point is not None else "")
+    return label + (f"@{row.point_label}" if row.point is not None else "")
 
 
 def _pair_lines(task: str, label: str, base: Side, cur: Side, th: Thresholds, details: list[str]) -> list[Line]:
@@ -174,12 +175,11 @@ def _pair_lines(task: str, label: str, base: Side, cur: Side, th: Thresholds, de
     run_issues += _failure_details(task, label, base, "baseline", details)
     run_issues += _failure_details(task, label, cur, "current", details)
     base_rows, cur_rows = _rows_by_point(base), _rows_by_point(cur)
-    keys = sorted(set(base_rows) | set(cur_rows),
-                  key=lambda k: point_sort_key((base_rows.get(k) or cur_rows.get(k)).point))
+    keys = list(dict.fromkeys([*base_rows, *cur_rows]))
     if not keys:
         return [Line(task, label, issues=run_issues or ["no finished run on either side"])]
-    records = base.ok or cur.ok
-    primary, gib = primary_key(records[0]), dig(records[0], "task", "greater_is_better") is not False
+    first = (base.ok or cur.ok)[0]
+    primary, gib = str(first.primary_metric), bool(first.greater_is_better)
     lines = []
     for k in keys:
         b, c = base_rows.get(k), cur_rows.get(k)
@@ -198,10 +198,9 @@ def _pair_lines(task: str, label: str, base: Side, cur: Side, th: Thresholds, de
                 line.notes.append("metric improved")
         else:
             line.notes.append("metric missing")
-        for key, check, ratio, name in (
-                ("throughput/train_samples_per_s", throughput_check, th.throughput_ratio, "throughput"),
-                ("memory/peak_bytes", memory_check, th.memory_ratio, "memory")):
-            bs, cs = b.mean(key), c.mean(key)
+        for m, check, ratio, name in ((TRAIN_SPS, throughput_check, th.throughput_ratio, "throughput"),
+                                      (PEAK_MEMORY, memory_check, th.memory_ratio, "memory")):
+            bs, cs = b.mean(m.key), c.mean(m.key)
             if bs is None or cs is None or bs <= 0:
                 line.notes.append(f"{name} not measured" if bs is None or cs is None else f"{name}: baseline 0")
             elif check(bs, cs, ratio):
@@ -213,10 +212,10 @@ def _pair_lines(task: str, label: str, base: Side, cur: Side, th: Thresholds, de
 def _one_side_lines(task: str, label: str, side: Side, where: str, issue: str, details: list[str]) -> list[Line]:
     """Lines of a configuration found on one side only (``where``): its numbers, and ``issue``."""
     issues = [issue] + _failure_details(task, label, side, where, details)
-    rows = sorted(_rows_by_point(side).values(), key=lambda r: point_sort_key(r.point))
+    rows = list(_rows_by_point(side).values())
     if not rows:
         return [Line(task, label, issues=issues)]
-    primary = primary_key(side.ok[0])
+    primary = str(side.ok[0].primary_metric)
     return [Line(task, _point_label(label, row), primary, *((None, row) if where == "current" else (row, None)),
                  issues=list(issues)) for row in rows]
 
@@ -281,10 +280,8 @@ def compare_collections(baseline: Collection, current: Collection, th: Threshold
 
 
 def compare_paths(baseline: Sequence[str | Path], current: Sequence[str | Path], th: Thresholds) -> Comparison:
-    from adapterbench.reports.collect import load_records
-
     th.validate()
-    return compare_collections(deduplicate(load_records(baseline)), deduplicate(load_records(current)), th)
+    return compare_collections(Collection.of(*load_records(baseline)), Collection.of(*load_records(current)), th)
 
 
 # ---- Markdown ---------------------------------------------------------------------------------------------
@@ -295,7 +292,8 @@ def _cell(text: object) -> str:
 
 def _environment_changes(a: Collection, b: Collection) -> list[str]:
     def values(c: Collection, key: str) -> str:
-        return ", ".join(sorted({str(dig(r, "environment", key)) for _, r in c.latest})) or "—"
+        column = c.latest.get(f"env.{key}", pd.Series(dtype=object))
+        return ", ".join(sorted({str(v) for v in column})) or "—"
 
     return [f"{key} {values(a, key)} → {values(b, key)}" for key in ENVIRONMENT_KEYS
             if values(a, key) != values(b, key)]
@@ -305,10 +303,12 @@ def render_comparison(comparison: Comparison, baseline_name: str, current_name: 
     th = comparison.thresholds
     n, bad = len(comparison.lines), comparison.regressions
     verdict = f"❌ {bad} regression{'s' if bad != 1 else ''}" if bad else "✅ no regression"
+    skipped = {"baseline": comparison.baseline.skipped, "current": comparison.current.skipped}
+    counted = "".join(f", {len(lines)} file(s) skipped in {side}" for side, lines in skipped.items() if lines)
     out = ["## adapterbench compare", "",
            f"**{verdict}** in {n} comparison{'s' if n != 1 else ''}: baseline `{_cell(baseline_name)}` "
            f"({len(comparison.baseline.latest)} runs), current `{_cell(current_name)}` "
-           f"({len(comparison.current.latest)} runs).", "",
+           f"({len(comparison.current.latest)} runs){counted}.", "",
            f"A regression: the primary metric below the baseline mean by more than max({th.metric_abs_tol:g}, "
            f"{th.metric_std_k:g} × baseline std); throughput below {th.throughput_ratio:g} × baseline; peak "
            f"memory above {th.memory_ratio:g} × baseline; a run missing or failed on either side; records that "
@@ -317,29 +317,31 @@ def render_comparison(comparison: Comparison, baseline_name: str, current_name: 
     changes = _environment_changes(comparison.baseline, comparison.current)
     if changes:
         out += [f"Environment changed: {_cell('; '.join(changes))}.", ""]
-    out += ["| task | variant | metric | baseline | current | Δ | samples/s baseline | current | Δ "
-            "| peak memory baseline | current | Δ | verdict |",
-            "|:--|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|:--|"]
-    for line in comparison.lines:
-        b, c = line.base, line.current
-
-        def stat(row: Row | None, key: str) -> Stat | None:
-            return row.stats.get(key) if row else None
-
-        bm, cm = stat(b, "primary"), stat(c, "primary")
-        delta = fmt_delta(cm.mean - bm.mean) if bm and cm else "—"
-        bt, ct = (r.mean("throughput/train_samples_per_s") if r else None for r in (b, c))
-        bb, cb = (r.mean("memory/peak_bytes") if r else None for r in (b, c))
-        if line.regressed:
-            text = "❌ " + "; ".join(line.issues)
-        else:
-            text = "✅ ok" + (f" ({'; '.join(line.notes)})" if line.notes else "")
-        cells = [line.task, line.label, line.primary or "—",
-                 fmt_metric(bm.mean, bm.std) + f" (n={bm.n})" if bm else "—",
-                 fmt_metric(cm.mean, cm.std) + f" (n={cm.n})" if cm else "—", delta,
-                 fmt_rate(bt), fmt_rate(ct), fmt_change(ct / bt) if bt and ct is not None else "—",
-                 fmt_bytes(bb), fmt_bytes(cb), fmt_change(cb / bb) if bb and cb is not None else "—", text]
-        out.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    heads = "".join(f" | {m.title} baseline | current | Δ" for m in CHECKED)
+    out += [f"| task | variant | metric | baseline | current | Δ{heads} | verdict |",
+            "|:--|:--|:--|--:|--:|--:|" + "--:|--:|--:|" * len(CHECKED) + ":--|"]
+    out += ["| " + " | ".join(_cell(x) for x in _line_cells(line)) + " |" for line in comparison.lines]
     if comparison.details:
         out += ["", "### Details", ""] + [f"- {_cell(d)}" for d in comparison.details]
+    lines = [f"- {side}: {_cell(line)}" for side, found in skipped.items() for line in found]
+    if lines:
+        out += ["", "### Skipped files (not readable run records)", "", *lines]
     return "\n".join(out) + "\n"
+
+
+def _line_cells(line: Line) -> list[str]:
+    b, c = line.base, line.current
+
+    def stat(row: Row | None, key: str) -> Stat | None:
+        return row.stats.get(key) if row else None
+
+    bm, cm = stat(b, "primary"), stat(c, "primary")
+    cells = [line.task, line.label, line.primary or "—", fmt_metric(bm.mean, bm.std) + f" (n={bm.n})" if bm else "—",
+             fmt_metric(cm.mean, cm.std) + f" (n={cm.n})" if cm else "—",
+             fmt_delta(cm.mean - bm.mean) if bm and cm else "—"]
+    for m in CHECKED:
+        bv, cv = (r.mean(m.key) if r else None for r in (b, c))
+        cells += [fmt_measure(m.key, bv), fmt_measure(m.key, cv), fmt_change(cv / bv) if bv and cv is not None else "—"]
+    verdict = ("❌ " + "; ".join(line.issues) if line.regressed
+               else "✅ ok" + (f" ({'; '.join(line.notes)})" if line.notes else ""))
+    return cells + [verdict]

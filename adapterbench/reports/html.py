@@ -13,9 +13,19 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from adapterbench.reports.build import Cell, Report, run_count, table_cells
-from adapterbench.reports.collect import dig
-from adapterbench.reports.markdown import GROUPING, SUMMARY_FIELDS
+from adapterbench.reports.model import (
+    FAILED_HEADERS,
+    FAILED_INTRO,
+    GROUPING,
+    LEGEND,
+    SUMMARY_FIELDS,
+    Block,
+    Cell,
+    Report,
+    failed_table,
+    run_count,
+    table_cells,
+)
 
 CSS = """
 :root { --fg:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --card:#ffffff; --accent:#2563eb;
@@ -100,72 +110,71 @@ def _anchor(index: int) -> str:
     return f"group-{index}"
 
 
+def _block(block: Block, anchor: str = "", classes: Sequence[str] = ()) -> list[str]:
+    ident = f' id="{anchor}"' if anchor else ""
+    parts = [f"<h2{ident}>{escape(block.title)}</h2>"] + [f"<p>{escape(p)}</p>" for p in block.paragraphs]
+    if block.headers:
+        parts.append(_table(block.headers, block.rows, classes))
+    return parts
+
+
+def _summary(report: Report) -> list[str]:
+    parts = ['<dl class="summary">']
+    for key, title in SUMMARY_FIELDS:
+        wide = ' class="wide"' if key in ("models", "sources", "variants") else ""
+        parts.append(f"<div{wide}><dt>{escape(title)}</dt><dd>{escape(report.summary.get(key, '—'))}</dd></div>")
+    links = [f'<a href="#{_anchor(g.index)}">{escape(g.table.key.task)}'
+             f'{" #" + str(i + 1) if len(t.groups) > 1 else ""}</a>'
+             for t in report.tasks for i, g in enumerate(t.groups)]
+    links.append(f'<a href="#failed">failed runs ({len(report.failed)})</a>')
+    return parts + ["</dl>", "<nav>" + "".join(links) + "</nav>", f'<p class="legend">{escape(LEGEND)}</p>']
+
+
+def _group(section) -> list[str]:
+    t = section.table
+    direction = "higher is better" if t.greater_is_better else "lower is better"
+    headers, rows = table_cells(t)
+    parts = [f'<h3 id="{_anchor(section.index)}">{escape(t.key.describe())}</h3>',
+             f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); {run_count(t)} run(s).</p>',
+             _table(headers, rows, classes=["", "", "pareto"])]
+    return parts
+
+
+def _charts(section, folder: Path) -> list[str]:
+    if not section.charts:
+        return []
+    figures = [f"<figure>{_image(folder, c.file, c.title)}<figcaption>{escape(c.caption)}</figcaption></figure>"
+               for c in section.charts]
+    return ['<div class="charts">', *figures, "</div>"]
+
+
 def render_html(report: Report, folder: Path) -> str:
     """The report as one HTML page; ``folder`` holds the chart PNGs to embed."""
     parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              "<title>adapterbench report</title>", f"<style>{CSS}</style></head><body><main>",
              "<h1>adapterbench report</h1>",
-             f'<p class="sub">Generated {escape(report.generated_at)} by <code>bench report</code>.</p>',
-             '<dl class="summary">']
-    for key, title in SUMMARY_FIELDS:
-        wide = ' class="wide"' if key in ("models", "sources", "variants") else ""
-        parts.append(f"<div{wide}><dt>{escape(title)}</dt><dd>{escape(report.summary.get(key, '—'))}</dd></div>")
-    parts.append("</dl>")
-
-    links = [f'<a href="#{_anchor(g.index)}">{escape(g.table.key.task)}'
-             f'{" #" + str(i + 1) if len(t.groups) > 1 else ""}</a>'
-             for t in report.tasks for i, g in enumerate(t.groups)]
-    links.append(f'<a href="#failed">failed runs ({len(report.failed)})</a>')
-    parts.append("<nav>" + "".join(links) + "</nav>")
-    parts.append(
-        '<p class="legend">One row per variant configuration (DyLoRA: one per evaluated rank, '
-        "<code>variant@r=N</code>). Metrics are mean ± sample std over seeds, n seeds; other columns are means "
-        "over seeds. <span class=\"badge\" style=\"background:var(--best-bg);color:var(--best-fg)\">best</span> "
-        "marks the best value of each column (↑ higher is better, ↓ lower is better; not marked when all rows "
-        "agree). ◆ marks the Pareto set: no other row has both a better primary metric and fewer trainable "
-        "parameters (adapter + head, counted by <code>requires_grad</code>).</p>")
-
+             f'<p class="sub">Generated {escape(report.generated_at)} by <code>bench report</code>.</p>']
+    parts += _summary(report)
+    if report.answer:
+        parts += _block(report.answer, "answer")
     for task in report.tasks:
         parts.append(f"<h2>{escape(task.task)}</h2>")
         if task.explanation:
             parts.append(f'<div class="note grouping"><b>Separate tables.</b> {escape(task.explanation)} '
                          f"{escape(GROUPING)}</div>")
         for section in task.groups:
-            t = section.table
-            direction = "higher is better" if t.greater_is_better else "lower is better"
-            parts.append(f'<h3 id="{_anchor(section.index)}">{escape(t.key.describe())}</h3>')
-            parts.append(f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); '
-                         f"{run_count(t)} run(s).</p>")
-            headers, rows = table_cells(t)
-            parts.append(_table(headers, rows, classes=["", "", "pareto"]))
-            if section.charts:
-                parts.append('<div class="charts">')
-                for chart in section.charts:
-                    parts.append(f"<figure>{_image(folder, chart.file, chart.title)}"
-                                 f"<figcaption>{escape(chart.caption)}</figcaption></figure>")
-                parts.append("</div>")
-
-    parts.append('<h2 id="failed">Failed runs</h2>')
-    if report.failed:
-        parts.append('<div class="note warn">Runs that did not finish are not in the tables above; they are '
-                     "listed here with their error.</div>")
-        rows = []
-        for path, r in report.failed:
-            rows.append([Cell(str(dig(r, "task", "name")), numeric=False),
-                         Cell(str(dig(r, "variant", "name")), numeric=False), Cell(str(r.get("seed"))),
-                         Cell(str(r.get("status")), numeric=False),
-                         Cell(str(dig(r, "error", "type") or "—"), numeric=False),
-                         Cell(str(dig(r, "error", "message") or "—"), numeric=False),
-                         Cell(path.name, numeric=False)])
-        table = _table(["task", "variant", "seed", "status", "error type", "message", "record"], rows,
-                       classes=["", "", "", "status", "", "msg", ""])
-        for status in ("failed", "oom", "diverged"):  # status cells as coloured badges
-            table = table.replace(f'<td class="status text">{status}</td>',
-                                  f'<td class="status text"><span class="badge {status}">{status}</span></td>')
-        parts.append(table)
-    else:
-        parts.append("<p>None: every run finished.</p>")
+            parts += _group(section) + _charts(section, folder)
+    failed = failed_table(report.failed)
+    block = Block("Failed runs", [] if failed else ["None: every run finished."], FAILED_HEADERS if failed else (),
+                  failed)
+    table = "\n".join(_block(block, "failed", classes=["", "", "", "status", "", "msg", ""]))
+    for status in ("failed", "oom", "diverged"):  # status cells as coloured badges
+        table = table.replace(f'<td class="status text">{status}</td>',
+                              f'<td class="status text"><span class="badge {status}">{status}</span></td>')
+    if failed:
+        table = table.replace("</h2>", f'</h2><div class="note warn">{escape(FAILED_INTRO)}</div>', 1)
+    parts.append(table)
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in report.notes) + "</ul>")
     parts.append("<footer>Written by <code>bench report</code>. The same numbers are in table.csv; "

@@ -1,4 +1,4 @@
-"""The Markdown report (``report.md``): the same content as the HTML report, charts linked as PNG files.
+"""The Markdown report (``report.md``): the report model in Markdown, charts linked as PNG files.
 
 Text from records (error messages, names) is escaped: pipes cannot break a table, and ``<``/``>``/``&`` cannot
 become HTML in renderers that allow inline HTML.
@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adapterbench.reports.build import Cell, Report, run_count, table_cells
-from adapterbench.reports.collect import dig
-
-SUMMARY_FIELDS = (("tasks", "Tasks"), ("variants", "Variants"), ("models", "Models"), ("profiles", "Profiles"),
-                  ("runs", "Runs"), ("groups", "Comparable groups"), ("seeds", "Seeds"), ("dates", "Run dates"),
-                  ("sources", "Records from"))
-GROUPING = ("Records are averaged together only when the task version, the model (name and weights) and the "
-            "profile are equal; otherwise each set gets its own table.")
+from adapterbench.reports.model import (
+    FAILED_HEADERS,
+    FAILED_INTRO,
+    GROUPING,
+    LEGEND,
+    SUMMARY_FIELDS,
+    Block,
+    Cell,
+    Report,
+    failed_table,
+    run_count,
+    table_cells,
+)
 
 
 def md_escape(text: object) -> str:
@@ -36,16 +41,22 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
     return "\n".join(lines)
 
 
+def md_block(block: Block) -> list[str]:
+    out = [f"## {md_escape(block.title)}", ""]
+    for paragraph in block.paragraphs:
+        out += [md_escape(paragraph), ""]
+    if block.headers:
+        out += [md_table(block.headers, block.rows), ""]
+    return out
+
+
 def render_markdown(report: Report) -> str:
     out = ["# adapterbench report", "", f"Generated {report.generated_at}.", ""]
     for key, title in SUMMARY_FIELDS:
         out.append(f"- **{title}:** {md_escape(report.summary.get(key, '—'))}")
-    out += ["", "How to read the tables: one row per variant configuration (DyLoRA: one per evaluated rank, "
-            "`variant@r=N`); metrics are mean ± sample std over seeds, with n the number of seeds; the other "
-            "columns are means over seeds. The best value of each column is in **bold** (↑ higher is better, "
-            "↓ lower is better; not marked when all rows agree). ◆ marks the Pareto set: no other row has both "
-            "a better primary metric and fewer trainable parameters. Trainable parameters are counted by "
-            "`requires_grad`: adapter and task head apart.", ""]
+    out += ["", md_escape(LEGEND) + " Best values are in **bold**.", ""]
+    if report.answer:
+        out += md_block(report.answer)
     for task in report.tasks:
         out += [f"## {md_escape(task.task)}", ""]
         if task.explanation:
@@ -59,18 +70,9 @@ def render_markdown(report: Report) -> str:
             out += [md_table(headers, rows), ""]
             for chart in section.charts:
                 out += [f"![{md_escape(chart.title)}]({chart.file})", "", f"*{md_escape(chart.caption)}*", ""]
-    out += ["## Failed runs", ""]
-    if report.failed:
-        out.append("Runs that did not finish are not in the tables above; they are listed here with their error.")
-        out.append("")
-        rows = []
-        for path, r in report.failed:
-            rows.append([Cell(str(x), numeric=False) for x in (
-                dig(r, "task", "name"), dig(r, "variant", "name"), r.get("seed"), r.get("status"),
-                dig(r, "error", "type") or "—", dig(r, "error", "message") or "—", path.name)])
-        out += [md_table(["task", "variant", "seed", "status", "error type", "message", "record"], rows), ""]
-    else:
-        out += ["None: every run finished.", ""]
+    failed = failed_table(report.failed)
+    out += md_block(Block("Failed runs", [FAILED_INTRO] if failed else ["None: every run finished."],
+                          FAILED_HEADERS if failed else (), failed))
     if report.notes:
         out += ["## Notes", ""] + [f"- {md_escape(n)}" for n in report.notes] + [""]
     return "\n".join(out).rstrip() + "\n"

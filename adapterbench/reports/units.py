@@ -1,8 +1,13 @@
-"""Numbers in human units, for tables and chart labels. Every function maps ``None`` to an em dash."""
+"""Numbers in human units, for tables, chart labels and the one-line run summary. Every formatter maps ``None``
+(and NaN) to an em dash. Which formatter a measurement uses is its ``kind`` in :data:`adapterbench.schema.MEASURES`.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
+
+from adapterbench import schema
 
 DASH = "—"
 
@@ -92,6 +97,55 @@ def fmt_change(ratio: float | None) -> str:
     return f"{(ratio - 1) * 100:+.1f} %".replace("-", "−")
 
 
+def fmt_number(x: float | None) -> str:
+    """Any other number, three significant digits: 0.000123 -> "0.000123", 1234.5 -> "1.23e+03"."""
+    return DASH if _missing(x) else f"{x:.3g}"
+
+
+def fmt_bool(x: bool | None) -> str:
+    return DASH if x is None else ("yes" if x else "no")
+
+
+def fmt_text(x: Any) -> str:
+    return DASH if x is None else str(x)
+
+
+def fmt_measure(key: str, value: Any) -> str:
+    """``value`` of measurement ``key`` in the unit the schema gives it."""
+    return FORMATTERS[schema.measure(key).kind](value)
+
+
+def point_label(point: Any, hints: schema.ReportHints | None = None) -> str:
+    """The label of an evaluation point, as the variant declared it (``hints["points"]["label"]``, e.g.
+    ``"r={point}"``): ``None`` -> "" (the model as trained); ``{"r": 4}`` -> "r=4"; else the template, or the
+    value itself."""
+    if point is None:
+        return ""
+    if isinstance(point, dict):
+        return ",".join(f"{k}={_short(v)}" for k, v in point.items())
+    template = ((hints or {}).get("points") or {}).get("label") or "{point}"
+    return template.replace("{point}", _short(point))
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def summary_line(record: schema.Record) -> str:
+    """One line per finished run: the primary metric (at every evaluation point), then the summary measures."""
+    if record.get("status") != "ok":
+        return f"{str(record.get('status')).upper()}: {(record.get('error') or {}).get('message', '')}"
+    key, hints = schema.primary_key(record), schema.report_hints(record)
+    metric = f"{key}={fmt_metric(schema.primary_value(record))}"
+    points = [p for p in schema.evaluations(record) if p.get("point") is not None]
+    if points:
+        metric += " (" + ", ".join(f"{point_label(p['point'], hints)}: {fmt_metric(p.get(key))}"
+                                   for p in points) + ")"
+    measurements = record.get("measurements", {})
+    return " | ".join([f"ok: {metric}"] + [f"{m.title} {fmt_measure(m.key, measurements.get(m.key))}"
+                                           for m in schema.SUMMARY_MEASURES])
+
+
 FORMATTERS = {
     "count": fmt_count,
     "bytes": fmt_bytes,
@@ -100,4 +154,7 @@ FORMATTERS = {
     "ratio": fmt_ratio,
     "percent": fmt_percent,
     "metric": fmt_metric,
+    "number": fmt_number,
+    "bool": fmt_bool,
+    "text": fmt_text,
 }

@@ -1,7 +1,8 @@
 """Task metrics: the official GLUE metrics and CoNLL entity-level scores.
 
-Sequence-level metrics are small numpy functions written from their formulas (the tests check them against
-scikit-learn and scipy); entity-level scores come from seqeval, the reference implementation of conlleval.
+scikit-learn computes the classification metrics, scipy the correlations and seqeval (the reference
+implementation of conlleval) the entity-level scores; the functions here only fix the conventions below and
+document the formulas. The tests check them against values worked out by hand.
 
 ``compute_metrics(task, predictions, references)`` takes
 
@@ -11,8 +12,8 @@ scikit-learn and scipy); entity-level scores come from seqeval, the reference im
   positions (first sub-words), sequence ``i`` of equal length in both,
 
 and returns ``{metric name: float}`` for every metric of the task. Every metric here is higher-is-better
-(:data:`METRIC_DIRECTION`). Undefined values (a constant input to a correlation, no positives for F1) are 0.0,
-scikit-learn's convention for MCC and F1, so a collapsed model scores "no skill" rather than NaN.
+(:data:`METRIC_DIRECTION`, the schema's table). Undefined values (a constant input to a correlation, no positives
+for F1) are 0.0, scikit-learn's convention for MCC and F1, so a collapsed model scores "no skill" rather than NaN.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from adapterbench.schema import METRIC_DIRECTIONS
 from adapterbench.tasks.spec import TaskSpec
 
 METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
@@ -29,88 +31,67 @@ METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
     "regression": ("pearson", "spearmanr"),
     "token_classification": ("f1", "precision", "recall", "accuracy"),
 }
-# "max": higher is better. Reports use this to pick the best run and to orient plots.
-METRIC_DIRECTION: dict[str, str] = {name: "max" for names in METRICS_BY_KIND.values() for name in names}
+# The direction of every metric, defined once in the record schema (reports orient best marks and charts by it).
+METRIC_DIRECTION = METRIC_DIRECTIONS
 
 
-# ---- classification -------------------------------------------------------------------------------------------
+# ---- classification (scikit-learn) ---------------------------------------------------------------------------
 
 
 def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
     """Fraction of exact matches: ``mean(pred == ref)``."""
-    return float(np.mean(np.asarray(predictions) == np.asarray(references)))
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(np.asarray(references), np.asarray(predictions)))
 
 
 def f1(predictions: np.ndarray, references: np.ndarray, num_labels: int = 2) -> float:
-    """F1 of the positive class (index 1) for two labels: ``2 TP / (2 TP + FP + FN)``, 0.0 when undefined.
+    """F1 of the positive class (index 1) for two labels: ``2 TP / (2 TP + FP + FN)``, 0.0 when undefined (GLUE's
+    MRPC and QQP F1). With more than two labels, the unweighted mean of per-class F1 over the classes that occur
+    in either array (scikit-learn's ``average="macro"``)."""
+    from sklearn.metrics import f1_score
 
-    With more than two labels, the unweighted mean of per-class F1 over the classes that occur in either array
-    (macro F1, as scikit-learn's ``average="macro"``).
-    """
     pred, ref = np.asarray(predictions), np.asarray(references)
     if num_labels <= 2:
-        return _f1_of_class(pred, ref, 1)
-    classes = np.union1d(pred, ref)
-    return float(np.mean([_f1_of_class(pred, ref, c) for c in classes]))
-
-
-def _f1_of_class(pred: np.ndarray, ref: np.ndarray, cls: int) -> float:
-    tp = int(np.sum((pred == cls) & (ref == cls)))
-    fp = int(np.sum((pred == cls) & (ref != cls)))
-    fn = int(np.sum((pred != cls) & (ref == cls)))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        return float(f1_score(ref, pred, labels=[1], average="micro", zero_division=0))
+    return float(f1_score(ref, pred, average="macro", zero_division=0))
 
 
 def matthews_correlation(predictions: np.ndarray, references: np.ndarray) -> float:
-    """Matthews correlation coefficient, multiclass form (Gorodkin, 2004).
+    """Matthews correlation coefficient, multiclass form (Gorodkin, 2004; GLUE's CoLA metric).
 
     With the confusion matrix ``C`` (rows true, columns predicted), ``t = C.sum(1)``, ``p = C.sum(0)``,
     ``c = trace(C)``, ``s = C.sum()``: ``MCC = (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))``; for two classes this
     is ``(TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN))``. 0.0 when a marginal is constant.
     """
-    pred, ref = np.asarray(predictions), np.asarray(references)
-    classes, codes = np.unique(np.concatenate([ref, pred]), return_inverse=True)
-    k = len(classes)
-    confusion = np.zeros((k, k), dtype=np.float64)
-    np.add.at(confusion, (codes[: len(ref)], codes[len(ref):]), 1.0)
-    t, p = confusion.sum(axis=1), confusion.sum(axis=0)
-    c, s = np.trace(confusion), confusion.sum()
-    denominator = np.sqrt((s * s - p @ p) * (s * s - t @ t))
-    return float((c * s - t @ p) / denominator) if denominator > 0 else 0.0
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(np.asarray(references), np.asarray(predictions)))
 
 
-# ---- regression -----------------------------------------------------------------------------------------------
+# ---- regression (scipy) ---------------------------------------------------------------------------------------
+
+
+def _correlation(statistic: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """A scipy correlation, 0.0 where it is undefined (fewer than two values, or a constant input)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(np.clip(statistic(x, y).statistic, -1.0, 1.0))
 
 
 def pearson(predictions: np.ndarray, references: np.ndarray) -> float:
     """Pearson's r: ``sum((x - mean x)(y - mean y)) / sqrt(sum((x - mean x)^2) sum((y - mean y)^2))``."""
-    x = np.asarray(predictions, dtype=np.float64)
-    y = np.asarray(references, dtype=np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denominator = np.sqrt((x @ x) * (y @ y))
-    if denominator == 0:
-        return 0.0
-    return float(np.clip((x @ y) / denominator, -1.0, 1.0))
+    from scipy import stats
 
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing the mean of the ranks they span (``[10, 20, 20, 30] -> [1, 2.5, 2.5, 4]``)."""
-    values = np.asarray(values)
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    # Start index of each run of equal values, and the run each sorted position belongs to.
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    run = np.cumsum(np.r_[True, sorted_values[1:] != sorted_values[:-1]]) - 1
-    ends = np.r_[starts[1:], len(values)]  # exclusive
-    mean_rank = (starts + 1 + ends) / 2.0  # mean of the 1-based ranks starts+1 .. ends
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = mean_rank[run]
-    return ranks
+    return _correlation(stats.pearsonr, predictions, references)
 
 
 def spearmanr(predictions: np.ndarray, references: np.ndarray) -> float:
-    """Spearman's rho: Pearson's r of the average ranks."""
-    return pearson(average_ranks(predictions), average_ranks(references))
+    """Spearman's rho: Pearson's r of the ranks, ties sharing the mean of the ranks they span."""
+    from scipy import stats
+
+    return _correlation(stats.spearmanr, predictions, references)
 
 
 # ---- token classification -------------------------------------------------------------------------------------

@@ -224,6 +224,10 @@ class AdaLoRA(Variant):
     itself (reset in ``on_train_start``), so it does not depend on when the loop advances ``state.step``.
     """
 
+    # What the reports chart (adapterbench.schema.ReportHints): "ranks" is a rank map allocated in training.
+    report_hints = {"rank_map": {"key": "ranks", "allocated": True, "title": "final rank per layer and module",
+                                 "caption": "Ranks left to each adapted matrix when training ended (the budget "
+                                            "allocation), from the records' variant_info."}}
     name = "adalora"
     paper = ("Zhang et al., 2023, Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (AdaLoRA), "
              "ICLR https://arxiv.org/abs/2303.10512")
@@ -361,7 +365,8 @@ class AdaLoRA(Variant):
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         """Final rank of every adapted matrix, the budget over steps (a ``[step, budget]`` at every change)."""
-        out: dict[str, Any] = {"ranks": {name: layer.rank for name, layer in self.layers.items()}}
+        out: dict[str, Any] = {"ranks": {name: layer.rank for name, layer in self.layers.items()},
+                               "report": self.report_hints}
         if self.allocator is not None:
             a = self.allocator
             history = list(self.budget_history)

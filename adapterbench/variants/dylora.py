@@ -175,6 +175,8 @@ class DyLoRAConfig(VariantConfig):
 class DyLoRA(Variant):
     """Dynamic-rank LoRA; see the module docstring for the formula, the modes and the sources."""
 
+    # What the reports chart (adapterbench.schema.ReportHints): the evaluation points are ranks.
+    report_hints = {"points": {"axis": "evaluated rank r", "label": "r={point}", "scale": "log2"}}
     name = "dylora"
     paper = ("Valipour et al., 2023, DyLoRA: Parameter-Efficient Tuning of Pre-trained Models using Dynamic "
              "Search-Free Low-Rank Adaptation https://arxiv.org/abs/2210.07558")
@@ -202,8 +204,9 @@ class DyLoRA(Variant):
         c.seed = -1 if c.seed is None else c.seed
         if isinstance(c.merge_rank, bool) or not isinstance(c.merge_rank, int) or not 0 <= c.merge_rank <= c.r:
             raise UserError(f"merge_rank={c.merge_rank!r} must be an integer in 1..r={c.r} (or 0 for r)")
-        if isinstance(c.seed, bool) or not isinstance(c.seed, int):
-            raise UserError(f"seed={c.seed!r} must be an integer (-1 derives it from the run seed)")
+        if isinstance(c.seed, bool) or not isinstance(c.seed, int) or not -1 <= c.seed < 2**64:
+            raise UserError(f"seed={c.seed!r} must be an integer in 0..{2**64 - 1} (torch.Generator's range), "
+                            f"or -1 to derive it from the run seed")
         if not isinstance(c.targets, str) or not c.targets.strip():
             raise UserError(f"targets={c.targets!r} must name roles (query,value,...), module suffixes or all-linear")
         self.ranks = parse_eval_ranks(c.eval_ranks, c.r)
@@ -274,6 +277,7 @@ class DyLoRA(Variant):
             "merge_rank": self.config.merge_rank or self.config.r,
             "adapted_modules": len(dylora_layers(model)),
             "sampled_rank_counts": {str(k): v for k, v in sorted(self._sampled.items())},
+            "report": self.report_hints,
         }
 
     def deployed_parameters(self, model: nn.Module, point: Any) -> int | None:

@@ -168,6 +168,9 @@ class LoRA(Variant):
     with r = 8). Merging folds ``s · B A`` into each base weight, so merged inference costs nothing extra.
     """
 
+    # What the reports chart (adapterbench.schema.ReportHints): "ranks" is a rank map, fixed before training
+    # (a heatmap only when a rank pattern made the ranks differ).
+    report_hints = {"rank_map": {"key": "ranks", "allocated": False, "title": "rank per layer and module"}}
     name = "lora"
     paper = ("Hu et al., 2021, LoRA: Low-Rank Adaptation of Large Language Models "
              "https://arxiv.org/abs/2106.09685")
@@ -218,4 +221,5 @@ class LoRA(Variant):
             "lora_modules": len(layers),
             "ranks": {name: layer.r for name, layer in layers},
             "scaling": sorted({layer.scaling for _, layer in layers}),
+            "report": self.report_hints,
         }

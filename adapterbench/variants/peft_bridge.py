@@ -301,6 +301,8 @@ class PeftVariant(Variant):
             if pattern:  # AdaLoRA: which singular values each matrix kept
                 suffix = f".lora_E.{ADAPTER}"
                 out["ranks"] = {name.removesuffix(suffix): int(sum(kept)) for name, kept in pattern.items()}
+                out["report"] = {"rank_map": {"key": "ranks", "allocated": True,  # see adapterbench.schema
+                                              "title": "final rank per layer and module"}}
             history = list(self.budget_history)
             if history and history[-1][0] != self.steps_taken:
                 history.append([self.steps_taken, history[-1][1]])

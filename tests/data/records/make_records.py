@@ -1,169 +1,113 @@
-"""Writes the hand-made run records used by the report and compare tests (schema 1 of
-``adapterbench/harness/records.py``). Every number below is chosen by hand so that tests can state the expected
-means, standard deviations, best values and Pareto sets without running anything.
+"""Run records written by the real harness (``adapterbench.harness.run.execute``, in-process) on tiny random
+models and a small synthetic SST-2, for the report and compare tests. Nothing here writes a record by hand; the
+tests state their expectations from the values these records hold.
 
-Run from the repository root to regenerate: ``.venv/bin/python tests/data/records/make_records.py``.
+``tests/conftest.py`` calls :func:`make_records` once per test session (fixture ``real_records``). To look at
+them: ``PYTHONPATH=. .venv/bin/python tests/data/records/make_records.py /tmp/records``.
 
-* ``mixed/``: sst2 runs of seven variants (one failed, one out of memory, one diverged), a DyLoRA run with four
-  evaluated ranks, an AdaLoRA run with final ranks, in ``mixed/other-weights/`` an sst2 run on other model
-  weights (a second comparable group), a conll2003 run, and in ``mixed/2024-05-01/`` older records of the same lora runs (the trend charts).
-* ``clean/``: three variants on sst2, all ok: the baseline of the compare tests.
+``mixed/``: sst2 runs (2 epochs of 8 steps) of lora (3 seeds), bitfit (3), full (2), head (2), dylora (2,
+evaluated at ranks 1..4),
+adalora (2, allocated ranks); a houlsby run that fails (an unknown activation), a loraplus run that diverges
+(lr 1e30); a tiny-ner run (token classification); in ``other-weights/`` an sst2 lora run on other model weights
+(a second comparable group); in ``2024-05-01/`` copies of the lora records dated a day earlier (older records of
+the same runs: the trend charts). ``clean/``: copies of the ok sst2 lora, bitfit, full and dylora records, the
+baseline of the compare tests.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from adapterbench.harness.records import make_run_id
-
-HERE = Path(__file__).parent
-MODEL = {"name": "sentence-transformers/all-MiniLM-L6-v2", "path": "/models/all-MiniLM-L6-v2",
-         "weights_sha256": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-         "model_type": "bert"}
-OTHER_MODEL = dict(MODEL, weights_sha256="0f0f0f0f1e1e1e1e2d2d2d2d3c3c3c3c4b4b4b4b5a5a5a5a6969696978787878")
-TOTAL = 22_713_986
-HEAD = 770
-SST2 = {"name": "sst2", "version": "1", "kind": "classification", "primary_metric": "accuracy",
-        "primary_split": "validation", "greater_is_better": True, "eval_splits": ["validation"],
-        "origin": "built-in"}
-CONLL = {"name": "conll2003", "version": "1", "kind": "token_classification", "primary_metric": "f1",
-         "primary_split": "validation", "greater_is_better": True, "eval_splits": ["validation"],
-         "origin": "built-in"}
-MiB = 1024 ** 2
-
-# variant -> (config, mergeable, adapter params, peak bytes, samples/s, train s, latency ratio, checkpoint bytes)
-VARIANTS = {
-    "full": ({}, False, TOTAL - HEAD, 1100 * MiB, 95.0, 420.0, 1.00, 90_900_000),
-    "head": ({}, False, 0, 180 * MiB, 310.0, 130.0, 1.00, 3_500),
-    "lora": ({"r": 8, "alpha": 16, "dropout": 0.1, "target": "qv"}, True, 73_728, 420 * MiB, 160.0, 250.0,
-             1.00, 298_000),
-    "bitfit": ({}, False, 102_528, 400 * MiB, 150.0, 266.0, 1.00, 414_000),
-    "dylora": ({"r": 8, "alpha": 16, "dropout": 0.1}, True, 73_728, 430 * MiB, 150.0, 268.0, 1.00, 298_000),
-    "adalora": ({"init_r": 12, "target_r": 8}, True, 223_488, 520 * MiB, 120.0, 330.0, 1.01, 900_000),
-    "houlsby": ({"reduction": 16}, False, 0, None, None, None, None, None),
-    "loraplus": ({"r": 8, "ratio": 16}, True, 73_728, None, None, None, None, None),
-}
-# variant -> {seed: validation/accuracy}
-ACCURACY = {
-    "full": {0: 0.92, 1: 0.93, 2: 0.91},
-    "head": {0: 0.80, 1: 0.82},
-    "lora": {0: 0.90, 1: 0.91, 2: 0.92},
-    "bitfit": {0: 0.89, 1: 0.90, 2: 0.88},
-    "adalora": {0: 0.905, 1: 0.915},
-}
-DYLORA_POINTS = {1: 0.86, 2: 0.88, 4: 0.89, 8: 0.90}  # rank -> accuracy (seed 0); seed 1 adds 0.01
-ADALORA_RANKS = {f"bert.encoder.layer.{layer}.{module}": rank
-                 for layer in range(6)
-                 for module, rank in (("attention.self.query", 4 + layer), ("attention.self.value", 10 - layer),
-                                      ("attention.output.dense", 2 + (layer % 3)), ("intermediate.dense", 6),
-                                      ("output.dense", 12 if layer == 5 else 3))}
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+SMOKE = {"max_train_samples": 64, "max_eval_samples": 25, "epochs": 2}
+FAST = {"lr": 0.1}  # a tiny random backbone learns this toy task in 16 steps only at a high learning rate
+RUNS = [  # (task, variant, seeds, overrides)
+    ("sst2", "lora", (0, 1, 2), FAST),
+    ("sst2", "bitfit", (0, 1, 2), FAST),
+    ("sst2", "full", (0, 1), {"lr": 1e-2}),
+    ("sst2", "head", (0, 1), FAST),
+    ("sst2", "dylora", (0, 1), {**FAST, "r": 4}),
+    ("sst2", "adalora", (0, 1), {**FAST, "init_r": 4, "target_r": 2, "t_init": 0.2, "t_final": 0.2}),
+    ("sst2", "houlsby", (0,), {"activation": "nope"}),
+    ("sst2", "loraplus", (0,), {"lr": 1e30}),
+    (str(TASKS / "ner.json"), "lora", (0,), FAST),
+]
+CLEAN_VARIANTS = ("lora", "bitfit", "full", "dylora")
 
 
-def training(variant: str) -> dict:
-    return {"lr": 5e-4 if variant not in ("full",) else 2e-5, "epochs": 3, "batch_size": 32,
-            "eval_batch_size": 64, "max_length": 128, "warmup_ratio": 0.06, "weight_decay": 0.01,
-            "max_grad_norm": 1.0, "max_train_samples": 2000, "max_eval_samples": 872, "precision": "fp32",
-            "device": "cpu", "steps_per_epoch": 63, "total_steps": 189, "train_examples": 2000,
-            "eval_examples": {"validation": 872}, "overrides": {}}
+def sst2_folder(root: Path) -> Path:
+    """A data folder in the GLUE layout: 64 training and 25 validation sentences of two kinds of words (label 1:
+    praise, 0: blame), lengths 2 to 7, so a tiny model can learn something in a few steps."""
+    import random
 
-
-def record(task: dict, variant: str, seed: int, *, accuracy: float | None, status: str = "ok",
-           created_at: str = "2024-05-02T09:30:00+00:00", model: dict = MODEL, error: str | None = None,
-           points: dict | None = None, variant_info: dict | None = None) -> dict:
-    config, mergeable, adapter, peak, sps, train_s, latency, ckpt = VARIANTS[variant]
-    rec = {
-        "schema_version": 1,
-        "run_id": make_run_id(task["name"], variant, model["name"], "quick", seed, {}),
-        "status": status,
-        "error": None if status == "ok" else {"type": "RuntimeError", "message": error, "traceback": "..."},
-        "created_at": created_at,
-        "variant": {"name": variant, "origin": "built-in", "config": config, "mergeable": mergeable},
-        "task": task,
-        "model": model,
-        "seed": seed,
-        "profile": "quick",
-        "training": training(variant),
-        "metrics": {},
-        "measurements": {},
-        "history": [],
-        "variant_info": variant_info or {},
-        "environment": {"python": "3.11.2", "torch": "2.13.0", "transformers": "5.0.0", "peft": "0.21.0",
-                        "adapterbench": "0.1.0", "platform": "Linux", "device_name": "cpu", "cpu_count": 2,
-                        "cuda": None, "git_commit": "fbaaaf8", "git_dirty": False},
-    }
-    if status != "ok":
-        return rec
-    key = f"{task['primary_split']}/{task['primary_metric']}"
-    final = {key: accuracy, "validation/loss": round(1.2 - accuracy, 4)}
-    rec["metrics"] = {
-        "primary": {"name": task["primary_metric"], "split": task["primary_split"], "value": accuracy,
-                    "best_value": accuracy, "best_epoch": 3},
-        "final": final,
-        "best": {"epoch": 3, **final},
-        "points": ([{"point": r, key: v, "validation/loss": round(1.2 - v, 4)} for r, v in points.items()]
-                   if points else [{"point": None, **final}]),
-    }
-    rec["measurements"] = {
-        "params/total": TOTAL + (adapter if variant not in ("full", "head", "bitfit") else 0),
-        "params/trainable": adapter + HEAD, "params/trainable_adapter": adapter, "params/trainable_head": HEAD,
-        "params/new": adapter if variant not in ("full", "head", "bitfit") else 0,
-        "memory/peak_bytes": peak, "memory/peak_basis": "cpu_rss",
-        "throughput/train_samples_per_s": sps, "throughput/train_tokens_per_s": sps * 24.5,
-        "time/train_s": train_s, "time/eval_s": 12.0, "time/wall_s": train_s + 15.0,
-        "inference/latency_ratio": latency, "inference/merged": mergeable,
-        "checkpoint/bytes": ckpt, "checkpoint/file": f"checkpoints/{rec['run_id']}.safetensors",
-    }
-    rec["measurements"]["params/trainable_percent"] = (100.0 * rec["measurements"]["params/trainable"]
-                                                       / rec["measurements"]["params/total"])
-    rec["history"] = [{"epoch": e, "step": 63 * e, "train_loss": 0.6 / e, key: accuracy - 0.01 * (3 - e),
-                       "time_s": train_s * e / 3} for e in (1, 2, 3)]
-    return rec
-
-
-def write(folder: Path, rec: dict) -> None:
+    rng = random.Random(0)
+    praise, blame = ("good", "great", "superb", "lovely", "fine"), ("bad", "awful", "dull", "poor", "boring")
+    folder = root / "glue" / "SST-2"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{rec['run_id']}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    for name, n in (("train.tsv", 64), ("dev.tsv", 25)):
+        rows = []
+        for i in range(n):
+            label = i % 2
+            rows.append(" ".join(rng.choice(praise if label else blame) for _ in range(rng.randint(2, 7)))
+                        + f"\t{label}")
+        (folder / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return root
 
 
-def mixed() -> None:
-    out = HERE / "mixed"
-    shutil.rmtree(out, ignore_errors=True)
-    for variant, seeds in ACCURACY.items():
-        for seed, acc in seeds.items():
-            # The shape of AdaLoRA.describe(): "ranks" plus budget facts that are not a rank map.
-            info = ({"ranks": ADALORA_RANKS, "budget": [[0, 360], [19, 352], [151, 240], [189, 240]],
-                     "init_budget": 360, "target_budget": 240,
-                     "schedule_steps": {"t_init": 19, "t_final": 38, "delta_t": 1, "total_steps": 189},
-                     "last_threshold": 0.0123} if variant == "adalora" else None)
-            write(out, record(SST2, variant, seed, accuracy=acc, variant_info=info))
-    for seed in (0, 1):
-        pts = {r: round(v + 0.01 * seed, 4) for r, v in DYLORA_POINTS.items()}
-        write(out, record(SST2, "dylora", seed, accuracy=pts[8], points=pts))
-    write(out, record(SST2, "houlsby", 0, accuracy=None, status="failed",
-                      error="shape mismatch in <adapter> & 'up' projection: 384 vs 383"))
-    write(out, record(SST2, "houlsby", 1, accuracy=None, status="oom", error="CPU out of memory"))
-    write(out, record(SST2, "loraplus", 0, accuracy=None, status="diverged", error="loss is nan at step 12"))
-    # Same model name and run id, other weights: a different experiment, found in another folder.
-    write(out / "other-weights", record(SST2, "lora", 0, accuracy=0.85, model=OTHER_MODEL))
-    write(out, record(CONLL, "lora", 0, accuracy=0.88))
-    # Earlier records of the same lora runs (same run ids): superseded in the tables, kept for the trends.
-    for seed, acc in {0: 0.88, 1: 0.89, 2: 0.90}.items():
-        rec = record(SST2, "lora", seed, accuracy=acc, created_at="2024-05-01T09:30:00+00:00")
-        rec["measurements"]["throughput/train_samples_per_s"] = 140.0
-        write(out / "2024-05-01", rec)
+def _run(out: Path, task: str, variant: str, seed: int, overrides: dict, model: Path, data: Path) -> Path:
+    from adapterbench.harness.records import record_path, write_record
+    from adapterbench.harness.run import RunSpec, execute
+
+    spec = RunSpec(variant=variant, task=task, model=str(model), seed=seed, profile="smoke",
+                   overrides={**SMOKE, **overrides}, data_dir=str(data), out_dir=str(out))
+    path = record_path(out, spec.run_id)
+    write_record(path, execute(spec))
+    return path
 
 
-def clean() -> None:
-    out = HERE / "clean"
-    shutil.rmtree(out, ignore_errors=True)
-    for variant in ("lora", "bitfit", "full"):
-        for seed, acc in ACCURACY[variant].items():
-            write(out, record(SST2, variant, seed, accuracy=acc))
-    write(out, record(SST2, "dylora", 0, accuracy=0.90, points=DYLORA_POINTS))
+def _copy(path: Path, folder: Path, days_earlier: int = 0) -> Path:
+    record = json.loads(path.read_text())
+    if days_earlier:
+        when = datetime.fromisoformat(record["created_at"]) - timedelta(days=days_earlier)
+        record["created_at"] = when.isoformat(timespec="seconds")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    target.write_text(json.dumps(record, indent=2) + "\n")
+    return target
+
+
+def make_records(root: Path) -> dict[str, Path]:
+    """Write the record folders under ``root``; returns ``{"mixed": folder, "clean": folder, "model": folder}``."""
+    import torch
+
+    from adapterbench.testing import save_tiny_model
+
+    root = Path(root)
+    shutil.rmtree(root / "mixed", ignore_errors=True)
+    shutil.rmtree(root / "clean", ignore_errors=True)
+    torch.set_num_threads(1)
+    model = save_tiny_model(root / "models" / "tiny", "bert", seed=0)
+    other = save_tiny_model(root / "models-other" / "tiny", "bert", seed=1)
+    data = sst2_folder(root / "data")
+    mixed, clean = root / "mixed", root / "clean"
+    written: dict[tuple[str, str, int], Path] = {}
+    for task, variant, seeds, overrides in RUNS:
+        for seed in seeds:
+            written[task, variant, seed] = _run(mixed, task, variant, seed, overrides, model, data)
+    _run(mixed / "other-weights", "sst2", "lora", 0, FAST, other, data)
+    for (task, variant, _), path in written.items():
+        if task == "sst2" and variant == "lora":
+            _copy(path, mixed / "2024-05-01", days_earlier=1)
+        if task == "sst2" and variant in CLEAN_VARIANTS:
+            _copy(path, clean)
+    for folder in (mixed, mixed / "other-weights"):
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # weights are not what these tests read
+    return {"mixed": mixed, "clean": clean, "model": model}
 
 
 if __name__ == "__main__":
-    mixed()
-    clean()
+    print(make_records(Path(sys.argv[1] if len(sys.argv) > 1 else "records")))
