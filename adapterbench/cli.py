@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also log each run to an experiment tracker: mlflow (pip install \"adapterbench[mlflow]\")")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
+    run.add_argument("--executor", default="local", help="local (this machine; the default) or ray (a Ray "
+                     "cluster; needs pip install \"adapterbench[ray]\")")
+    run.add_argument("--address", default=None, help="with --executor ray: 'auto' or HOST:PORT of an existing "
+                     "cluster (default: start a local Ray instance for this matrix)")
+    run.add_argument("--devices", default=None, help="local executor: one run per GPU at a time on these GPUs "
+                     "('0,1,3' or 'all'); the device is recorded, not part of the run id")
+    run.add_argument("--cpus-per-run", type=float, default=None, help="with --executor ray on a cluster "
+                     "without GPUs: CPUs each run asks for (default 1)")
+    run.add_argument("--retries", type=int, default=None, help="with --executor ray: resubmit a run whose Ray "
+                     "worker died up to N times before recording it failed (default 0)")
+    run.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N of the matrix "
+                     "(deterministic by run id; the N shards together are the whole matrix)")
     run.set_defaults(handler=_cmd_run, parser=run)
 
     sweep = sub.add_parser("sweep", help="tune every variant with the same budget on held-out training data, "
@@ -200,8 +212,10 @@ def _flatten_set(path: str, table: dict[str, Any], prefix: str = "") -> dict[str
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from adapterbench.harness.executors import make_executor
     from adapterbench.harness.matrix import expand, preflight, run_matrix
     from adapterbench.harness.settings import parse_overrides
+    from adapterbench.harness.shards import parse_shard, select_shard
 
     matrix = _load_matrix(args.matrix) if args.matrix else {}
     variants = _split(args.variants) if args.variants else matrix.get("variants", [])
@@ -239,9 +253,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         check_trackers(_split(args.log_to))
         specs = [replace(spec, trackers=_split(args.log_to)) for spec in specs]
+    executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries,
+                             args.in_process)
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        whole, specs = len(specs), select_shard(specs, index, count)
+        print(f"shard {index}/{count}: {len(specs)} of the matrix's {whole} runs")
+        if not specs:
+            return 0
     preflight(specs)
     with _sigterm_interrupts():
-        return run_matrix(specs, force=args.force, isolate=not args.in_process, argv=args.argv)
+        return run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
 
 
 @contextlib.contextmanager

@@ -19,9 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from adapterbench.errors import UserError
 from adapterbench.harness import claims
@@ -43,7 +44,10 @@ from adapterbench.tasks import get_task
 from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
 
-__all__ = ["expand", "preflight", "run_matrix", "run_one", "run_isolated", "summary_line"]
+if TYPE_CHECKING:
+    from adapterbench.harness.executors import Executor
+
+__all__ = ["expand", "preflight", "run_matrix", "begin_run", "run_one", "run_isolated", "dead_record", "summary_line"]
 
 INTERRUPT_GRACE_S = 30  # how long an interrupted worker may take to stop before it is killed
 
@@ -63,14 +67,19 @@ def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, 
 
 
 def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None,
-               argv: list[str] | None = None) -> int:
-    """Run every spec not already done; returns 0 when every run is ok (or was skipped as ok), else 1.
+               argv: list[str] | None = None, executor: Executor | None = None) -> int:
+    """Run every spec not already done on ``executor`` (default: one after another here, see
+    :mod:`adapterbench.harness.executors`); returns 0 when every run is ok (or was skipped as ok), else 1.
 
     ``argv`` is the user's command line, written into each record's ``environment.argv`` (default: this
     process's arguments; a worker's own would only name its record file).
     """
+    from adapterbench.harness.executors import Context, Job, LocalExecutor
+
     stream = stream or sys.stdout
     argv = list(sys.argv[1:]) if argv is None else argv
+    executor = executor or LocalExecutor(isolate=isolate)
+    executor.check(specs)
     out_dir = Path(specs[0].out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,17 +90,11 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
     skipped = len(specs) - len(todo)
     print(f"matrix: {len(specs)} runs ({len({s.variant for s in specs})} variants x {len({s.task for s in specs})}"
           f" tasks x {len({s.seed for s in specs})} seeds), {skipped} already done, {len(todo)} to run; "
-          f"records in {out_dir}/", file=stream, flush=True)
-    all_ok = True
-    elsewhere: list[RunSpec] = []
-    for number, spec in enumerate(todo, 1):
-        print(f"[{number}/{len(todo)}] {task_label(spec.task)} / {spec.variant} / seed {spec.seed}", file=stream,
-              flush=True)
-        outcome = run_one(spec, before[spec.run_id], isolate, stream, argv)
-        if outcome is None:
-            elsewhere.append(spec)
-        else:
-            all_ok &= outcome == "ok"
+          f"records in {out_dir}/" + (f"; executor: {executor.describe()}" if todo else ""), file=stream, flush=True)
+    jobs = [Job(spec, record_path(out_dir, spec.run_id), n, before[spec.run_id]) for n, spec in enumerate(todo, 1)]
+    outcomes = executor.run(jobs, Context(stream, argv, len(jobs)))
+    all_ok = all(status == "ok" for status in outcomes.values() if status is not None)
+    elsewhere = [job.spec for job in jobs if job.spec.run_id in outcomes and outcomes[job.spec.run_id] is None]
     if elsewhere:
         pending = [s for s in elsewhere if existing_status(record_path(out_dir, s.run_id)) != "ok"]
         if pending:
@@ -102,12 +105,11 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
     return 0 if all_ok else 1
 
 
-def run_one(spec: RunSpec, seen: tuple[int, int] | None, isolate: bool, stream: TextIO,
-            argv: list[str] | None = None) -> str | None:
-    """Claim, run and record one spec; its status, or None when another live process holds its claim.
+def begin_run(spec: RunSpec, seen: tuple[int, int] | None, stream: TextIO) -> claims.Claim | str | None:
+    """Claim ``spec`` and move its old record aside; the :class:`~claims.Claim` to hold while it runs.
 
-    ``seen`` is the record file's state (:func:`_file_state`) when the matrix looked at it: a record written since
-    then was written by another process that finished this run meanwhile, and it is not run again.
+    Instead of a claim: the status of a record another process wrote since the matrix looked (``seen`` is the
+    record file's state then, :func:`_file_state`), or None when another live process holds the run's claim.
     """
     out_dir = Path(spec.out_dir)
     path = record_path(out_dir, spec.run_id)
@@ -117,18 +119,38 @@ def run_one(spec: RunSpec, seen: tuple[int, int] | None, isolate: bool, stream: 
         print(f"  skipped: being run by {claims.describe(claims.holder(out_dir, spec.run_id), where)}",
               file=stream, flush=True)
         return None
+    if _file_state(path) != seen:
+        claim.release()
+        status = existing_status(path)
+        print(f"  skipped: another process finished it meanwhile (status {status})", file=stream, flush=True)
+        return status
+    previous = supersede(path)  # kept, never overwritten
+    if previous is not None:
+        supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
+        supersede(predictions_path(out_dir, spec.run_id))  # and its predictions
+        print(f"  previous record moved to {previous}", file=stream, flush=True)
+    return claim
+
+
+def run_one(spec: RunSpec, seen: tuple[int, int] | None, isolate: bool, stream: TextIO,
+            argv: list[str] | None = None, env: dict[str, str] | None = None,
+            placement: dict[str, Any] | None = None, on_start: Callable[[int], None] | None = None) -> str | None:
+    """Claim, run and record one spec; its status, or None when another live process holds its claim.
+
+    ``env``, ``placement`` and ``on_start`` go to :func:`run_isolated` (an executor's GPU and where it ran).
+    """
+    claim = begin_run(spec, seen, stream)
+    if not isinstance(claim, claims.Claim):
+        return claim
+    path = record_path(Path(spec.out_dir), spec.run_id)
     with claim:
-        if _file_state(path) != seen:
-            status = existing_status(path)
-            print(f"  skipped: another process finished it meanwhile (status {status})", file=stream, flush=True)
-            return status
-        previous = supersede(path)  # kept, never overwritten
-        if previous is not None:
-            supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
-            supersede(predictions_path(out_dir, spec.run_id))  # and its predictions
-            print(f"  previous record moved to {previous}", file=stream, flush=True)
         if isolate:
-            record = run_isolated(spec, path, argv, on_start=claim.set_worker)
+            def started(pid: int) -> None:
+                claim.set_worker(pid)
+                if on_start is not None:
+                    on_start(pid)
+
+            record = run_isolated(spec, path, argv, on_start=started, env=env, placement=placement)
         else:
             record = _run_here(spec, path, argv)
     print("  " + summary_line(record), file=stream, flush=True)
@@ -174,17 +196,20 @@ def _write(path: Path, record: dict[str, Any]) -> None:
                         f"rerun it once the output folder is writable") from None
 
 
-def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_start: Any = None
-                 ) -> dict[str, Any]:
+def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_start: Any = None,
+                 env: dict[str, str] | None = None, placement: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``spec`` in a worker process and return its record (written at ``path`` by the worker, or here).
 
     The worker dies with this process (see :mod:`adapterbench.harness.worker`). On Ctrl-C (or SIGTERM turned
     into ``KeyboardInterrupt`` by the command line) the worker is interrupted too, given
     ``INTERRUPT_GRACE_S`` to stop, then killed; no record is written for the interrupted run, and the
-    ``KeyboardInterrupt`` goes on to the caller. ``on_start(pid)`` is called once the worker exists.
+    ``KeyboardInterrupt`` goes on to the caller. ``on_start(pid)`` is called once the worker exists. ``env`` is
+    added to the worker's environment (an executor's ``CUDA_VISIBLE_DEVICES``); ``placement`` (where it ran)
+    goes into the record's ``environment.placement``, and ``time/process_s`` (the worker's whole life: Python
+    start, imports, the run, writing) into its measurements.
     """
     start = time.perf_counter()
-    env = {**os.environ, "ADAPTERBENCH_PARENT_PID": str(os.getpid())}
+    env = {**os.environ, **(env or {}), "ADAPTERBENCH_PARENT_PID": str(os.getpid())}
     process = subprocess.Popen([sys.executable, "-m", "adapterbench.harness.worker", str(path)],
                                stdin=subprocess.PIPE, text=True, env=env)
     try:
@@ -205,9 +230,12 @@ def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_st
         if record is not None:
             if code != 0:
                 record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
-                _write(path, record)
+            record.setdefault("measurements", {})["time/process_s"] = time.perf_counter() - start
+            if placement:
+                record["environment"] = {**record.get("environment", {}), "placement": placement}
+            _write(path, record)
             return record
-    return _dead_worker_record(spec, path, code, time.perf_counter() - start, argv)
+    return _dead_worker_record(spec, path, code, time.perf_counter() - start, argv, placement)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -220,18 +248,25 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def _dead_worker_record(spec: RunSpec, path: Path, code: int, wall_s: float, argv: list[str] | None
-                        ) -> dict[str, Any]:
+def _dead_worker_record(spec: RunSpec, path: Path, code: int, wall_s: float, argv: list[str] | None,
+                        placement: dict[str, Any] | None = None) -> dict[str, Any]:
     """The worker ended without a record: killed (likely by the out-of-memory killer), or it crashed."""
     status = "oom" if code == -signal.SIGKILL else "failed"
     reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
     if status == "oom":
         reason += " (most likely the out-of-memory killer)"
-    record = base_record(spec)
-    record.update(status=status, error={"type": "WorkerDied", "message": reason, "traceback": ""},
-                  measurements={"time/wall_s": wall_s},
-                  environment=environment(record.get("training", {}).get("device")),
-                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
-    record = with_argv(record, argv)
+    record = dead_record(spec, status, reason, wall_s, argv, placement)
     _write(path, record)
     return record
+
+
+def dead_record(spec: RunSpec, status: str, reason: str, wall_s: float | None, argv: list[str] | None,
+                placement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a run that left none: identity and settings (so reports group it), status and reason."""
+    record = base_record(spec)
+    env = environment(record.get("training", {}).get("device"))
+    record.update(status=status, error={"type": "WorkerDied", "message": reason, "traceback": ""},
+                  measurements={} if wall_s is None else {"time/wall_s": wall_s},
+                  environment={**env, "placement": placement} if placement else env,
+                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
+    return with_argv(record, argv)

@@ -37,7 +37,7 @@ class TrainSettings:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
     save_checkpoint: bool = True
-    latency_batches: int = 4  # eval batches timed for the inference-overhead ratio (0 disables)
+    latency_batches: int = 1  # eval-size batches timed for the inference overhead (0 disables); see latency.py
 
     def validate(self) -> None:
         positive = ("epochs", "batch_size", "eval_batch_size", "max_length")
