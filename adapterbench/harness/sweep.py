@@ -164,7 +164,7 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
     summary: dict[str, Any] = {"sweep": name, "profile": profile, "model": model, "grid": grid,
                                "trials_per_variant": len(grid_points(grid)), "holdout_examples": holdout,
                                "trial_seed": trial_seed, "seeds": seeds, "selection_split": HOLDOUT_SPLIT,
-                               "tasks": {}}
+                               "finals": final_out or str(out_dir / "final"), "tasks": {}}
     finals: list[RunSpec] = []
     for task_name in tasks:
         task = get_task(task_name)
@@ -209,7 +209,8 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
              f"(`Nx` = N times the variant's paper learning rate), seed {summary['trial_seed']}.",
              "", f"**Selection did not see the reported split**: each trial trained without, and was scored on, "
                  f"{summary['holdout_examples']} examples held out of the training split (`{HOLDOUT_SPLIT}`); "
-                 f"the chosen setting was then rerun on seeds {summary['seeds']} and evaluated on the dev split.", ""]
+                 f"the chosen setting was then rerun on seeds {summary['seeds']} and evaluated on the dev split "
+                 f"(records in `{summary.get('finals', 'final/')}`).", ""]
     for task_name, task in summary["tasks"].items():
         lines += [f"## {task_name} (held-out {task['metric']}, "
                   f"{'higher' if task['greater_is_better'] else 'lower'} is better)", "",
