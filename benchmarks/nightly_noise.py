@@ -13,8 +13,10 @@ pair) goes through the code path of ``bench compare`` (:func:`adapterbench.repor
 with the same :class:`~adapterbench.reports.regression.Rules`). Unchanged code reseeded is the null: every flag
 is a false alarm. Printed:
 
-* **false-alarm rate**: flags over ordered pairs. A pair (i, j) flagged "improved" is the pair (j, i) flagged
+* **false-alarm rate** of the metric: flags over ordered pairs. A pair (i, j) flagged "improved" is the pair (j, i) flagged
   "regressed" (the one-sided tests are mirror images), so the rate is ``(regressed + improved) / (2 x pairs)``;
+* how often step time or peak memory left the band (runs made one after another on this machine: the noise of
+  its load, printed apart from the metric's rate);
 * the **old rule's** rate on the same pairs (a drop above max(0.01, 2 x std) with one seed: above 0.01);
 * the **discordance rate** ``d``: the mean fraction of examples on which exactly one of the two runs is right;
 * the **smallest accuracy drop detected with 80 % power** by the one-sided exact McNemar test on ``n``
@@ -53,6 +55,7 @@ class Noise:
     identical: int
     false_alarm_rate: float
     old_rule_rate: float
+    resource_rate: float  # lines whose step time or memory left the band (not part of the metric's rate)
     n_examples: int
     discordance: float | None
     min_detectable_drop: float | None
@@ -71,7 +74,8 @@ class Noise:
                f"false-alarm rate: {self.false_alarm_rate:.4f} ({self.regressed} regressed + {self.improved} "
                f"improved over 2 x {self.pairs * self.lines_per_pair} ordered comparisons; {self.identical} "
                "identical)",
-               f"old threshold rule (drop > 0.01 with one seed) on the same pairs: {self.old_rule_rate:.4f}"]
+               f"old threshold rule (drop > 0.01 with one seed) on the same pairs: {self.old_rule_rate:.4f}",
+               f"step time or peak memory out of band (same fingerprint, reported apart): {self.resource_rate:.4f}"]
         if self.discordance is None:
             out.append("discordance rate: n/a (the primary metric is not accuracy: no McNemar power)")
         else:
@@ -147,13 +151,15 @@ def measure(paths: list[str], tasks: list[str] = (), variants: list[str] = (), a
     gib = schema.greater_is_better(chosen[0][1])
     pairs = list(itertools.combinations(range(len(chosen)), 2))[:max_pairs]
     counts = {"regressed": 0, "improved": 0, "identical": 0}
-    lines = old = 0
+    lines = old = resources = 0
     discordances, n_examples = [], 0
     for i, j in pairs:
         comparison = compare_collections(collections[i], collections[j], rules)
         for line in comparison.lines:
             lines += 1
-            counts[line.status] = counts.get(line.status, 0) + 1
+            status = line.metric.status if line.metric else "no metric"
+            counts[status] = counts.get(status, 0) + 1
+            resources += any(r.regressed for r in line.resources)
         vi, vj = (schema.primary_value(chosen[k][1]) for k in (i, j))
         drop = (vi - vj) if gib else (vj - vi)
         old += (abs(drop) > rules.metric_abs_tol + 1e-12)  # flagged in one of the two directions
@@ -169,6 +175,7 @@ def measure(paths: list[str], tasks: list[str] = (), variants: list[str] = (), a
     rate = (counts["regressed"] + counts["improved"]) / (2 * lines) if lines else 0.0
     return Noise(name, [r["seed"] for _, r in chosen], len(pairs), lines // max(len(pairs), 1),
                  counts["regressed"], counts["improved"], counts["identical"], rate, old / (2 * len(pairs)),
+                 resources / lines if lines else 0.0,
                  n_examples, d, detect, detect_family, alpha, power, family)
 
 

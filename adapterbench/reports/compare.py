@@ -205,8 +205,9 @@ class _Pairing:
         common = set(base_runs) & set(cur_runs)
         data_issue, data_note = data_difference(list(base_runs.values()), list(cur_runs.values()))
         notes += [data_note] if data_note else []
-        resources = (resource_outcomes(list(base_runs.values()), list(cur_runs.values()), self.rules)
-                     if base_runs and cur_runs else [])
+        # Speed and memory of the same seeds on both sides (a seed's peak can differ from another's).
+        resources = (resource_outcomes([base_runs[s] for s in common], [cur_runs[s] for s in common], self.rules)
+                     if common else [])
         first = (base.ok or cur.ok)[0]
         primary, gib = str(first.primary_metric), bool(first.greater_is_better)
         for k in keys:

@@ -196,7 +196,7 @@ class NotComparable(Exception):
     """The two sides' predictions cannot be paired (other data); the message says why."""
 
 
-_METRICS: dict[tuple[str, str, str], Metric | str] = {}
+_METRICS: dict[tuple[str, str, str, bool], Metric | str] = {}
 
 
 def task_metric(record: dict[str, Any], metric_name: str) -> Metric | str:
@@ -205,7 +205,7 @@ def task_metric(record: dict[str, Any], metric_name: str) -> Metric | str:
 
     task = record.get("task") or {}
     name, origin = str(task.get("name") or ""), str(task.get("origin") or "")
-    key = (name, origin, metric_name)
+    key = (name, origin, metric_name, schema.greater_is_better(record))
     if key not in _METRICS:
         target = name if name in TASKS else origin.removeprefix("task file ").strip() if origin.startswith(
             "task file ") else name
@@ -219,7 +219,7 @@ def task_metric(record: dict[str, Any], metric_name: str) -> Metric | str:
     return _METRICS[key]
 
 
-def _take(values: Sequence[Any], positions: np.ndarray) -> list[Any]:
+def _take(values: Sequence[Any], positions: Sequence[int] | np.ndarray) -> list[Any]:
     return [values[int(i)] for i in positions]
 
 
@@ -275,11 +275,16 @@ def exact_check(base: Mapping[Any, RunData], cur: Mapping[Any, RunData], point: 
             eb, ec = b.evaluation(split, point), c.evaluation(split, point)
             if (eb is None) != (ec is None):
                 return False
-            if eb is not None and not identical(
-                    {"ids": eb.example_ids, "refs": eb.references, "pred": eb.predictions},
-                    {"ids": ec.example_ids, "refs": ec.references, "pred": ec.predictions}):
+            if eb is not None and not identical(_by_id(eb), _by_id(ec)):
                 return False
     return True if have_predictions else None
+
+
+def _by_id(found: Evaluation) -> dict[str, list[Any]]:
+    """The evaluation in example-id order (the order a sidecar lists its examples in is not part of it)."""
+    order = sorted(range(len(found.example_ids)), key=lambda k: found.example_ids[k])
+    return {"ids": _take(found.example_ids, order), "refs": _take(found.references, order),
+            "pred": _take(found.predictions, order)}
 
 
 def threshold_rule(base_mean: float, base_std: float | None, cur_mean: float, greater_is_better: bool,
