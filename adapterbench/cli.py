@@ -7,8 +7,11 @@ no traceback. ``bench run`` exits 1 when any run of the matrix did not end ``ok`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,14 @@ EXIT_BAD_INPUT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.error("give a subcommand: run, sweep, list, report, compare, export or history")
+    if extra:  # reported by the subcommand's parser, so the hint names "bench run --help"
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = argv  # the user's command line, for the records
     try:
         return args.handler(args)
     except UserError as exc:
@@ -28,16 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # bench list | head: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        self.exit(EXIT_BAD_INPUT, f"bench: error: {message} (see bench {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"bench: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Benchmark parameter-efficient fine-tuning variants.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run every (variant, task, seed) combination")
     run.add_argument("--variants", help="comma-separated variant names (bench list variants)")
@@ -63,7 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also log each run to an experiment tracker: mlflow (pip install \"adapterbench[mlflow]\")")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
-    run.set_defaults(handler=_cmd_run)
+    run.add_argument("--executor", default="local", help="local (this machine; the default) or ray (a Ray "
+                     "cluster; needs pip install \"adapterbench[ray]\")")
+    run.add_argument("--address", default=None, help="with --executor ray: 'auto' or HOST:PORT of an existing "
+                     "cluster (default: start a local Ray instance for this matrix)")
+    run.add_argument("--devices", default=None, help="local executor: one run per GPU at a time on these GPUs "
+                     "('0,1,3' or 'all'); the device is recorded, not part of the run id")
+    run.add_argument("--cpus-per-run", type=float, default=None, help="with --executor ray on a cluster "
+                     "without GPUs: CPUs each run asks for (default 1)")
+    run.add_argument("--retries", type=int, default=None, help="with --executor ray: resubmit a run whose Ray "
+                     "worker died up to N times before recording it failed (default 0)")
+    run.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N of the matrix "
+                     "(deterministic by run id; the N shards together are the whole matrix)")
+    run.set_defaults(handler=_cmd_run, parser=run)
 
     sweep = sub.add_parser("sweep", help="tune every variant with the same budget on held-out training data, "
                            "then rerun the chosen setting over the seeds on dev")
@@ -78,10 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--model", "--profile", "--data-dir", "--out"):
         sweep.add_argument(flag, default=None)
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--trials-only", action="store_true",
+                       help="run the trials and stop (several processes may share one sweep's trials)")
     sweep.add_argument("--final-out", default=None,
                        help="results folder for the final runs (default <out>/final), e.g. a leaderboard's")
     sweep.add_argument("--force", action="store_true")
-    sweep.set_defaults(handler=_cmd_sweep)
+    sweep.set_defaults(handler=_cmd_sweep, parser=sweep)
 
     history = sub.add_parser("history", help="the append-only store of nightly records: add, prune, list")
     history.add_argument("action", choices=["add", "prune", "list"])
@@ -89,11 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--store", default="history", help="the store folder (default history/)")
     history.add_argument("--date", default=None, help="file the records under this night (default: created_at)")
     history.add_argument("--keep-days", type=int, default=180, help="prune: nights to keep (default 180)")
-    history.set_defaults(handler=_cmd_history)
+    history.set_defaults(handler=_cmd_history, parser=history)
 
     lst = sub.add_parser("list", help="list variants or tasks")
     lst.add_argument("what", choices=["variants", "tasks", "presets"])
-    lst.set_defaults(handler=_cmd_list)
+    lst.set_defaults(handler=_cmd_list, parser=lst)
 
     from adapterbench.reports.cli import (
         compare_command,
@@ -106,13 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="render Markdown, HTML and CSV reports from run records")
     configure_report_parser(report)
-    report.set_defaults(handler=report_command)
+    report.set_defaults(handler=report_command, parser=report)
     compare = sub.add_parser("compare", help="compare CURRENT records with BASELINE records; exit 1 on regression")
     configure_compare_parser(compare)
-    compare.set_defaults(handler=compare_command)
+    compare.set_defaults(handler=compare_command, parser=compare)
     export = sub.add_parser("export", help="write run records as CSV or Parquet tables (runs, points, history)")
     configure_export_parser(export)
-    export.set_defaults(handler=export_command)
+    export.set_defaults(handler=export_command, parser=export)
     return parser
 
 
@@ -120,37 +146,80 @@ def _split(text: str | None) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
+MATRIX_KEYS = {"variants": "a list of names", "tasks": "a list of names or task files",
+               "seeds": "a list of integers", "model": "a string", "profile": "a string", "set": "a table",
+               "data_dir": "a string", "out": "a string", "description": "a string", "preset": "a string"}
+
+
 def _load_matrix(path: str) -> dict[str, Any]:
+    """A TOML matrix file, every value type-checked (one line naming the file, key and what is allowed)."""
     import tomllib
+
+    from adapterbench.textfiles import read_text, short
 
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"matrix file {path!r} does not exist")
+        raise UserError(f"matrix file {path!r} {'is not a regular file' if file.exists() else 'does not exist'}")
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(read_text(file, "utf-8", hint="matrix files are TOML, which must be UTF-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"matrix file {path!r} is not valid TOML: {exc}") from None
-    allowed = {"variants", "tasks", "seeds", "model", "profile", "set", "data_dir", "out", "description", "preset"}
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - set(MATRIX_KEYS))
     if unknown:
-        raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(MATRIX_KEYS))}")
+
+    def wrong(key: str, value: Any) -> UserError:
+        return UserError(f"matrix file {path!r}: {key!r} must be {MATRIX_KEYS[key]}, got {short(value)}")
+
+    for key in ("variants", "tasks"):
+        value = data.get(key, [])
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in items):
+            raise wrong(key, value)
+        data[key] = [name for item in items for name in _split(item)]
+    seeds = data.get("seeds", [])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
+        raise wrong("seeds", data["seeds"])
+    data["seeds"] = seeds
+    for key in ("model", "profile", "data_dir", "out", "description", "preset"):
+        if key in data and not isinstance(data[key], str):
+            raise wrong(key, data[key])
+    if not isinstance(data.get("set", {}), dict):
+        raise UserError(f"matrix file {path!r}: 'set' must be a table of key = value, for example [set] then "
+                        f"lr = 1e-4")
+    data["set"] = _flatten_set(path, data.get("set", {}))
     return data
 
 
+def _flatten_set(path: str, table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[set]`` values; a sub-table (``[set.lora]``, or ``lora.r = 4``) scopes its keys: ``lora.r``."""
+    from adapterbench.harness.settings import parse_value
+    from adapterbench.textfiles import short
+
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten_set(path, value, f"{prefix}{key}."))
+        elif isinstance(value, str):
+            flat[prefix + key] = parse_value(value)  # as --set reads it: "1e-4" is a number there too
+        elif isinstance(value, (int, float)):  # bool is an int
+            flat[prefix + key] = value
+        else:
+            raise UserError(f"matrix file {path!r}: set {prefix + key!r} must be a number, a string or true/false, "
+                            f"got {short(value)}")
+    return flat
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from adapterbench.harness.executors import make_executor
     from adapterbench.harness.matrix import expand, preflight, run_matrix
     from adapterbench.harness.settings import parse_overrides
+    from adapterbench.harness.shards import parse_shard, select_shard
 
     matrix = _load_matrix(args.matrix) if args.matrix else {}
-
-    def listed(cli_value: str | None, key: str) -> list[str]:
-        if cli_value:
-            return _split(cli_value)
-        value = matrix.get(key, [])
-        return [str(v) for v in (value if isinstance(value, list) else [value])]
-
-    variants = listed(args.variants, "variants")
-    tasks = listed(args.tasks, "tasks")
+    variants = _split(args.variants) if args.variants else matrix.get("variants", [])
+    tasks = _split(args.tasks) if args.tasks else matrix.get("tasks", [])
     preset = args.preset or matrix.get("preset")
     if preset and variants:
         raise UserError(f"--preset {preset} fixes the variant; drop --variants ({','.join(variants)})")
@@ -158,17 +227,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError("no variants given; use --variants lora,full (see bench list variants)")
     if not tasks and not preset:
         raise UserError("no tasks given; use --task sst2 (see bench list tasks)")
-    seed_texts = listed(args.seeds, "seeds") or ["0"]
-    try:
-        seeds = [int(s) for s in seed_texts]
-    except ValueError:
-        raise UserError(f"--seeds {','.join(seed_texts)!r} is not allowed; give comma-separated integers") from None
-    matrix_sets = matrix.get("set", {})
-    if not isinstance(matrix_sets, dict):
-        raise UserError(f"matrix file {args.matrix!r}: 'set' must be a table of key = value, "
-                        f"for example [set] then lr = 1e-4")
-    override_items = [f"{k}={v}" for k, v in matrix_sets.items()] + list(args.overrides)
-    overrides = parse_overrides(override_items)
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in _split(args.seeds)]
+        except ValueError:
+            raise UserError(f"--seeds {args.seeds!r} is not allowed; give comma-separated integers from 0 to "
+                            f"{2**32 - 1}") from None
+    else:
+        seeds = matrix.get("seeds") or [0]
+    overrides = {**matrix.get("set", {}), **parse_overrides(list(args.overrides))}
     data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")
     model = args.model or matrix.get("model")
     profile = args.profile or matrix.get("profile")
@@ -186,8 +253,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         check_trackers(_split(args.log_to))
         specs = [replace(spec, trackers=_split(args.log_to)) for spec in specs]
+    executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries,
+                             args.in_process)
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        whole, specs = len(specs), select_shard(specs, index, count)
+        print(f"shard {index}/{count}: {len(specs)} of the matrix's {whole} runs")
+        if not specs:
+            return 0
     preflight(specs)
-    return run_matrix(specs, force=args.force, isolate=not args.in_process)
+    with _sigterm_interrupts():
+        return run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """A scheduler's SIGTERM stops the matrix as Ctrl-C does: claims released, workers stopped, one line."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (bench called from a library): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -204,7 +297,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
                      args.out or "results/sweep", holdout=args.holdout, force=args.force,
-                     final_out=args.final_out)
+                     final_out=args.final_out, trials_only=args.trials_only)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -242,10 +335,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
         rows = []
         for entry in VARIANTS.entries():
-            cls = entry.load()
-            defaults = {k: v for k, v in vars(cls.Config()).items()}
-            rows.append((entry.name, cls.paper, f"lr={cls.default_lr:g} " + " ".join(
-                f"{k}={v}" for k, v in defaults.items()), entry.origin))
+            summary = variant_summary(entry)
+            rows.append((entry.name, summary.paper, f"lr={summary.default_lr:g} " + " ".join(
+                f"{k}={v}" for k, v in summary.defaults.items()), entry.origin))
         for family in VARIANTS.families():
             rows.append((f"{family.name}:<method>", "wraps PEFT's own implementation of <method>",
                          "PEFT config fields", family.origin))
@@ -259,6 +351,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
                          f"eval {'+'.join(task.eval_splits)}, v{task.version}", entry.origin))
     _print_table(("name", "paper", "defaults", "from"), rows)
     return 0
+
+
+def variant_summary(entry: Any) -> Any:
+    """Paper, default lr and Config defaults of a registry entry; read from source when possible (no torch)."""
+    from adapterbench.listing import Summary, static_summary
+
+    summary = static_summary(entry.target) if isinstance(entry.target, str) else None
+    if summary is None:
+        cls = entry.load()
+        summary = Summary(cls.paper, cls.default_lr, dict(vars(cls.Config())))
+    return summary
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -30,6 +30,11 @@ class ModelRef:
     path: str
     weights_sha256: str | None  # of the single weights file, when there is exactly one local file
 
+    @property
+    def on_hub(self) -> bool:
+        """A hub id (local folders and the embedded model resolve to absolute paths)."""
+        return not Path(self.path).is_absolute()
+
 
 def resolve_model(name: str) -> ModelRef:
     """Turn ``--model`` into a loadable reference, verifying what can be verified offline."""
@@ -84,6 +89,141 @@ def _sha256_cached(path: str, size: int, mtime_ns: int, chunk: int) -> str:
     return h.hexdigest()
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def check_available(ref: ModelRef, timeout_s: float = 3.0) -> None:
+    """For a hub id, a one-line :class:`UserError` unless it is cached or the hub can be reached.
+
+    Without this, an offline machine spends about 25 s of retries per run before each run fails the same way.
+    The probe is one TCP connection to the hub (``HF_ENDPOINT``), or to the proxy when one is configured.
+    """
+    if not ref.on_hub:
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(ref.path, "config.json"), str)
+    except ValueError as exc:  # HFValidationError: not a valid repository id
+        raise UserError(f"model {ref.name!r} is neither a local folder nor a valid hub id "
+                        f"({str(exc).splitlines()[0]})") from None
+    if cached:
+        return
+    reason = offline_reason(timeout_s)
+    if reason is not None:
+        raise UserError(f"model {ref.name!r} is a hub id, but {reason} and it is not in the local hub cache; "
+                        f"download it first, or give a local model folder or {DEFAULT_MODEL!r}")
+
+
+def offline_reason(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (an offline variable set, or no connection), or None when it can."""
+    import socket
+    from urllib.parse import urlsplit
+
+    for variable in OFFLINE_VARIABLES:
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{variable} is set"
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urlsplit(proxy if proxy and "://" in proxy else f"http://{proxy}") if proxy else endpoint
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{host}:{port} cannot be reached ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def check_files(ref: ModelRef) -> None:
+    """Read what a run will need from a local model, cheaply: config, the weights' header, the tokenizer.
+
+    A folder without tokenizer files is an error here, not a warning: transformers would build a tokenizer of
+    special tokens only, and every run would silently train on ``[UNK]``.
+    """
+    if ref.on_hub:
+        return
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - unreadable config.json, unknown model_type: one line
+        raise UserError(f"model {ref.name!r}: cannot read its config ({_first_line(exc)})") from None
+    weights = Path(ref.path) / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), "pt") as f:
+                f.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: a damaged file, one line
+            raise UserError(f"model {ref.name!r}: {weights} is not a readable safetensors file "
+                            f"({_first_line(exc)})") from None
+    if not any((Path(ref.path) / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"model {ref.name!r} has no tokenizer; expected one of: {', '.join(TOKENIZER_FILES)} "
+                        f"next to config.json")
+    try:
+        tokenizer = load_tokenizer(ref)
+    except Exception as exc:  # noqa: BLE001 - a broken tokenizer reaches the user as one line
+        raise UserError(f"model {ref.name!r}: cannot load its tokenizer ({_first_line(exc)})") from None
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise UserError(f"model {ref.name!r}: its tokenizer has {len(tokenizer)} tokens but the model's embedding "
+                        f"only {vocab}; the tokenizer files belong to another model")
+
+
+def meta_model(ref: ModelRef, kind: str, num_labels: int) -> Any:
+    """The model ``load_model`` would build, on the meta device: its structure without weights or memory.
+
+    Preflight applies each variant to it, so that settings that only fail against the model's modules (targets
+    that match nothing, an unsupported architecture) fail before the first run, in milliseconds.
+    """
+    import torch
+
+    config = head_config(ref, kind, num_labels)
+    try:
+        with torch.device("meta"):
+            return _auto_class(kind).from_config(config, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - a config whose sizes cannot build a model
+        raise UserError(f"model {ref.name!r}: its config does not build a model ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _auto_class(kind: str) -> Any:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification if kind == "token_classification" else AutoModelForSequenceClassification
+
+
+def head_config(ref: ModelRef, kind: str, num_labels: int) -> Any:
+    """The model's config with the task head's ``problem_type`` and ``num_labels``.
+
+    Set one after the other, problem type first: passed together to ``from_pretrained``, transformers checks
+    ``num_labels=1`` against the checkpoint's own ``problem_type`` (a classifier's config.json says
+    ``single_label_classification``) and refuses a regression head on it.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - unreadable config.json, unknown model_type: one line
+        raise UserError(f"model {ref.name!r}: cannot read its config ({_first_line(exc)})") from None
+    if kind == "regression":
+        config.problem_type = "regression"
+    elif kind == "classification":
+        config.problem_type = "single_label_classification"
+    config.num_labels = num_labels
+    return config
+
+
 def load_tokenizer(ref: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
@@ -101,14 +241,8 @@ def load_model(ref: ModelRef, kind: str, num_labels: int, pad_token_id: int | No
     ``kind`` is the task's kind: token classification gets a token-classification head, everything else a
     sequence-classification head (``num_labels == 1`` means regression with MSE).
     """
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    auto = AutoModelForTokenClassification if kind == "token_classification" else AutoModelForSequenceClassification
-    extra: dict[str, Any] = {"num_labels": num_labels}
-    if kind == "regression":
-        extra["problem_type"] = "regression"
-    elif kind == "classification":
-        extra["problem_type"] = "single_label_classification"
+    auto = _auto_class(kind)
+    extra: dict[str, Any] = {"config": head_config(ref, kind, num_labels)}
     # Train in fp32 whatever dtype the checkpoint was saved in (transformers 5 would keep a bf16 checkpoint in
     # bf16); mixed precision on CUDA comes from autocast, not from half-precision weights.
     import torch
@@ -120,8 +254,7 @@ def load_model(ref: ModelRef, kind: str, num_labels: int, pad_token_id: int | No
         model, info = auto.from_pretrained(ref.path, trust_remote_code=False, use_safetensors=None,
                                            output_loading_info=True, **extra)
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load model {ref.name!r}: {first_line}") from None
+        raise UserError(f"cannot load model {ref.name!r}: {_first_line(exc)}") from None
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         # Decoder classifiers pool the last non-pad token, so they must know the pad id.
         model.config.pad_token_id = pad_token_id

@@ -260,7 +260,7 @@ WALL_S = _m("time/wall_s", "seconds", "lower", "wall time", "seconds", "the whol
 OVERHEAD = _m("time/train_overhead_fraction", "fraction", "lower", "train overhead", "ratio",
               "share of training wall time outside forward, backward and the optimizer step")
 LATENCY_RATIO = _m("inference/latency_ratio", "× base", "lower", "inference latency (× base)", "ratio",
-                   "evaluation latency of the trained model (merged when it can) over the base model's", True)
+                   "eval-batch latency of the trained model (merged when it can) over the base model's", True)
 MERGED = _m("inference/merged", "", "none", "merged for inference", "bool", "whether the latency was of the merged model")
 LATENCY_S = _m("inference/latency_s", "seconds", "lower", "inference latency", "seconds",
                "evaluation latency of the trained model")
@@ -268,6 +268,40 @@ BASE_LATENCY_S = _m("inference/base_latency_s", "seconds", "none", "base latency
                     "evaluation latency of the unadapted base model")
 MERGE_DRIFT = _m("inference/merge_max_abs_logit_diff", "logit", "lower", "merge logit drift", "number",
                  "largest absolute change of a logit when the adapter is merged")
+SETUP_S = _m("time/setup_s", "seconds", "lower", "setup time", "seconds",
+             "from the run's start to its first training step: resolve, tokenize, load, adapt")
+CHECKPOINT_S = _m("time/checkpoint_s", "seconds", "lower", "saving time", "seconds",
+                  "writing the predictions and the checkpoint")
+LATENCY_CHECK_S = _m("time/latency_check_s", "seconds", "lower", "latency check time", "seconds",
+                     "the inference-overhead check (harness/latency.py), base model loading included")
+PROCESS_S = _m("time/process_s", "seconds", "lower", "worker process time", "seconds",
+               "the run's worker process from start to exit, as the matrix saw it (Python start and imports too)")
+BATCH1_RATIO = _m("inference/batch1_latency_ratio", "× base", "lower", "latency at batch 1 (× base)", "ratio",
+                  "latency of single examples, trained model (merged when it can) over the base model's")
+BATCH1_S = _m("inference/batch1_latency_s", "seconds", "lower", "latency at batch 1", "seconds",
+              "seconds per single-example forward pass of the trained model")
+BATCH1_BASE_S = _m("inference/batch1_base_latency_s", "seconds", "none", "base latency at batch 1", "seconds",
+                   "seconds per single-example forward pass of the base model")
+UNMERGED_RATIO = _m("inference/unmerged_latency_ratio", "× base", "lower", "unmerged latency (× base)", "ratio",
+                    "mergeable variants: eval-batch latency as trained, not merged, over the base model's")
+UNMERGED_S = _m("inference/unmerged_latency_s", "seconds", "lower", "unmerged latency", "seconds",
+                "mergeable variants: eval-batch latency as trained")
+UNMERGED_BASE_S = _m("inference/unmerged_base_latency_s", "seconds", "none", "base latency (unmerged phase)",
+                     "seconds", "the base model's eval-batch latency timed beside the unmerged model")
+BATCH1_UNMERGED_RATIO = _m("inference/batch1_unmerged_latency_ratio", "× base", "lower",
+                           "unmerged latency at batch 1 (× base)", "ratio",
+                           "mergeable variants: single-example latency as trained over the base model's")
+BATCH1_UNMERGED_S = _m("inference/batch1_unmerged_latency_s", "seconds", "lower", "unmerged latency at batch 1",
+                       "seconds", "mergeable variants: single-example latency as trained")
+BATCH1_UNMERGED_BASE_S = _m("inference/batch1_unmerged_base_latency_s", "seconds", "none",
+                            "base latency at batch 1 (unmerged phase)", "seconds",
+                            "the base model's single-example latency timed beside the unmerged model")
+TIMED_BATCHES = _m("inference/timed_batches", "batches", "none", "timed eval batches", "count",
+                   "evaluation-size batches the latency check timed")
+BATCH1_EXAMPLES = _m("inference/batch1_examples", "examples", "none", "timed single examples", "count",
+                     "single examples the latency check timed")
+LATENCY_REPEATS = _m("inference/repeats", "passes", "none", "timed passes per input", "count",
+                     "timed forward passes per input and model (after one untimed pass)")
 CHECKPOINT_BYTES = _m("checkpoint/bytes", "bytes", "lower", "checkpoint", "bytes",
                       "size of the saved adapter and head (safetensors)", True)
 CHECKPOINT_FILE = _m("checkpoint/file", "", "none", "checkpoint file", "text", "relative to the record's folder")
@@ -279,7 +313,9 @@ MEASURES: dict[str, Measure] = {m.key: m for m in (
     PEAK_MEMORY, PEAK_BASIS, CUDA_RESERVED, CPU_PEAK_RSS, CPU_PEAK_RESET, BEFORE_TRAIN, WEIGHTS_BYTES,
     GRADIENT_BYTES, OPTIMIZER_BYTES, TRAIN_SPS, TRAIN_TPS, EVAL_SPS, STEADY_STEPS, TRAIN_S, EVAL_S, WALL_S,
     OVERHEAD, LATENCY_RATIO, MERGED, LATENCY_S, BASE_LATENCY_S, MERGE_DRIFT, CHECKPOINT_BYTES, CHECKPOINT_FILE,
-    CHECKPOINT_TENSORS)}
+    CHECKPOINT_TENSORS, SETUP_S, CHECKPOINT_S, LATENCY_CHECK_S, PROCESS_S, BATCH1_RATIO, BATCH1_S, BATCH1_BASE_S,
+    UNMERGED_RATIO, UNMERGED_S, UNMERGED_BASE_S, BATCH1_UNMERGED_RATIO, BATCH1_UNMERGED_S, BATCH1_UNMERGED_BASE_S,
+    TIMED_BATCHES, BATCH1_EXAMPLES, LATENCY_REPEATS)}
 MEASURE_NAMESPACES = frozenset(k.split("/")[0] for k in MEASURES)  # "params", "memory", ...
 
 

@@ -114,7 +114,7 @@ def test_task_file_with_a_missing_field(capsys, tmp_path, tiny_folder):
 def test_bad_input_through_the_real_command_has_no_traceback(tmp_path):
     result = bench("run", "--variants", "lora", "--task", "sst2", "--set", "lr=-1", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("bench: error: lr=-1.0 is not allowed; the learning rate must be a positive "
+    assert result.stderr.strip() == ("bench: error: lr=-1.0 is not allowed; the learning rate must be a finite positive "
                                      "number")
     assert not (tmp_path / "results").exists()
 
@@ -129,6 +129,36 @@ def test_list_variants_and_tasks(capsys):
     out = capsys.readouterr().out
     for name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "conll2003"):
         assert f"\n{name} " in out, name
+
+
+def test_list_reads_variants_without_importing_torch():
+    code = ("import sys; from adapterbench.cli import main; main(['list', 'variants']); main(['list', 'tasks']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lora " in result.stdout and "sst2 " in result.stdout
+
+
+def test_static_variant_summaries_match_the_classes():
+    from adapterbench.cli import variant_summary
+    from adapterbench.listing import static_summary
+    from adapterbench.variants import VARIANTS
+
+    for entry in VARIANTS.entries():
+        cls = entry.load()  # the entry's target is now the class (other tests may have loaded it already)
+        static = static_summary(f"{cls.__module__}:{cls.__name__}")
+        assert static is not None, f"{entry.name}: read by import, so bench list would import torch"
+        assert (static.paper, static.default_lr, static.defaults) == (
+            cls.paper, cls.default_lr, dict(vars(cls.Config()))), entry.name
+        assert variant_summary(entry) == static
+
+
+def test_bench_without_a_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("bench: error: give a subcommand: run, sweep, list, report, compare, "
+                                               "export or history (see bench --help)")
 
 
 def test_a_failing_run_is_recorded_and_the_matrix_goes_on(tmp_path, tiny_folder, capsys):

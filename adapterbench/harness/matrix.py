@@ -4,6 +4,11 @@ Each run is a fresh Python process (``python -m adapterbench.harness.worker``), 
 into the next run's figure and a crash, an out-of-memory kill or a hang of one run does not stop the others. A run
 whose record already exists with status ``ok`` is skipped unless ``force``; an interrupted matrix therefore
 resumes where it stopped.
+
+Nothing runs twice: duplicate variants, tasks and seeds are dropped by :func:`expand`; each run is claimed
+(:mod:`adapterbench.harness.claims`) before it starts, so two ``bench run`` on one output folder share the work
+instead of both training it; a worker dies with the process that started it (:mod:`adapterbench.harness.worker`),
+so a ``kill -9`` of the parent leaves no orphan that writes its record later.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from adapterbench.errors import UserError
-from adapterbench.harness.loop import schedule_steps
+from adapterbench.harness import claims
+from adapterbench.harness.preflight import preflight
 from adapterbench.harness.records import (
     checkpoint_path,
     existing_status,
@@ -29,123 +36,237 @@ from adapterbench.harness.records import (
     supersede,
     write_record,
 )
-from adapterbench.harness.run import RunSpec, base_record, environment, resolve
+from adapterbench.harness.run import RunSpec, base_record, environment
 from adapterbench.harness.settings import applicable_overrides, check_overrides
-from adapterbench.models import resolve_model
+from adapterbench.harness.worker import EXIT_INTERRUPTED
 from adapterbench.reports.units import summary_line
 from adapterbench.tasks import get_task
-from adapterbench.tasks.data import load_examples
 from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
+
+if TYPE_CHECKING:
+    from adapterbench.harness.executors import Executor
+
+__all__ = ["expand", "preflight", "run_matrix", "begin_run", "run_one", "run_isolated", "dead_record", "summary_line"]
+
+INTERRUPT_GRACE_S = 30  # how long an interrupted worker may take to stop before it is killed
 
 
 def expand(variants: list[str], tasks: list[str], seeds: list[int], model: str, profile: str,
            overrides: dict[str, Any], data_dir: str | None, out_dir: str) -> list[RunSpec]:
+    """Every (task, variant, seed) run, duplicates dropped (the first occurrence keeps its place)."""
+    variants, tasks, seeds = (list(dict.fromkeys(items)) for items in (variants, tasks, seeds))
     variant_keys = {v: VARIANTS.get(v).config_keys() for v in variants}
     check_overrides(overrides, variant_keys)  # every override must land somewhere in this run
     applicable = {v: applicable_overrides(overrides, v, variant_keys[v]) for v in variants}
     fingerprints = {t: data_identity(get_task(t), data_dir)["fingerprint"] for t in tasks}
-    return [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=applicable[v],
-                    data_dir=data_dir, out_dir=out_dir, data_fingerprint=fingerprints[t])
-            for t in tasks for v in variants for s in seeds]
+    specs = [RunSpec(variant=v, task=t, model=model, seed=s, profile=profile, overrides=applicable[v],
+                     data_dir=data_dir, out_dir=out_dir, data_fingerprint=fingerprints[t])
+             for t in tasks for v in variants for s in seeds]
+    return list({spec.run_id: spec for spec in specs}.values())  # e.g. one task file given by two paths
 
 
-def preflight(specs: list[RunSpec]) -> None:
-    """Raise :class:`UserError` for any bad input, before a single run starts."""
-    if not specs:
-        raise UserError("the matrix is empty: give at least one variant, task and seed")
-    data_dir = specs[0].data_dir
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise UserError(f"data folder {data_dir!r} does not exist; pass --data-dir pointing at a folder with "
-                        f"glue/ and conll2003/ (for example ../shared/data)")
-    for model in dict.fromkeys(s.model for s in specs):
-        resolve_model(model)
-    train_sizes: dict[str, int | None] = {}
-    for task_name in dict.fromkeys(s.task for s in specs):
-        task = get_task(task_name)
-        if data_dir is None and not os.environ.get("ADAPTERBENCH_DATA_DIR"):
-            train_sizes[task_name] = None  # hub data: sizes known only once downloaded
-            continue
-        directory = Path(data_dir) if data_dir else None
-        train_sizes[task_name] = len(load_examples(task, task.train_split, directory))
-        for split in task.eval_splits:
-            load_examples(task, split, directory)
-    for spec in specs:
-        run = resolve(spec)  # every setting, the device, the task and the model, as the run will see them
-        variant, settings = run.new_variant(), run.settings
-        n_train = train_sizes[spec.task]
-        if n_train is not None:
-            available = n_train - settings.holdout_samples
-            if available < 1:
-                raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples for task "
-                                f"{spec.task!r} (its training split has {n_train})")
-            n = min(available, settings.max_train_samples or available)
-            variant.validate_schedule(schedule_steps(n, settings)[1])
+def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None,
+               argv: list[str] | None = None, executor: Executor | None = None) -> int:
+    """Run every spec not already done on ``executor`` (default: one after another here, see
+    :mod:`adapterbench.harness.executors`); returns 0 when every run is ok (or was skipped as ok), else 1.
 
+    ``argv`` is the user's command line, written into each record's ``environment.argv`` (default: this
+    process's arguments; a worker's own would only name its record file).
+    """
+    from adapterbench.harness.executors import Context, Job, LocalExecutor
 
-def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, stream: TextIO | None = None
-               ) -> int:
-    """Run every spec not already done; returns 0 when every run is ok (or was skipped as ok), else 1."""
     stream = stream or sys.stdout
+    argv = list(sys.argv[1:]) if argv is None else argv
+    executor = executor or LocalExecutor(isolate=isolate)
+    executor.check(specs)
     out_dir = Path(specs[0].out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {str(out_dir)!r} ({exc.strerror})") from None
+    before = {s.run_id: _file_state(record_path(out_dir, s.run_id)) for s in specs}
     todo = [s for s in specs if force or existing_status(record_path(out_dir, s.run_id)) != "ok"]
     skipped = len(specs) - len(todo)
     print(f"matrix: {len(specs)} runs ({len({s.variant for s in specs})} variants x {len({s.task for s in specs})}"
           f" tasks x {len({s.seed for s in specs})} seeds), {skipped} already done, {len(todo)} to run; "
-          f"records in {out_dir}/", file=stream, flush=True)
-    all_ok = True
-    for number, spec in enumerate(todo, 1):
-        path = record_path(out_dir, spec.run_id)
-        print(f"[{number}/{len(todo)}] {spec.task} / {spec.variant} / seed {spec.seed}", file=stream, flush=True)
-        previous = supersede(path)  # kept, never overwritten
-        if previous is not None:
-            supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
-            supersede(predictions_path(out_dir, spec.run_id))  # and its predictions
-            print(f"  previous record moved to {previous}", file=stream, flush=True)
-        record = _run_isolated(spec, path) if isolate else _run_here(spec, path)
-        print("  " + summary_line(record), file=stream, flush=True)
-        all_ok &= record.get("status") == "ok"
+          f"records in {out_dir}/" + (f"; executor: {executor.describe()}" if todo else ""), file=stream, flush=True)
+    jobs = [Job(spec, record_path(out_dir, spec.run_id), n, before[spec.run_id]) for n, spec in enumerate(todo, 1)]
+    outcomes = executor.run(jobs, Context(stream, argv, len(jobs)))
+    all_ok = all(status == "ok" for status in outcomes.values() if status is not None)
+    elsewhere = [job.spec for job in jobs if job.spec.run_id in outcomes and outcomes[job.spec.run_id] is None]
+    if elsewhere:
+        pending = [s for s in elsewhere if existing_status(record_path(out_dir, s.run_id)) != "ok"]
+        if pending:
+            runs = "1 run is" if len(pending) == 1 else f"{len(pending)} runs are"
+            print(f"{runs} still being run by other processes on {out_dir}/; rerun this command once they finish "
+                  f"to check their records", file=stream, flush=True)
+            all_ok = False
     return 0 if all_ok else 1
 
 
-def _run_here(spec: RunSpec, path: Path) -> dict[str, Any]:
+def begin_run(spec: RunSpec, seen: tuple[int, int] | None, stream: TextIO) -> claims.Claim | str | None:
+    """Claim ``spec`` and move its old record aside; the :class:`~claims.Claim` to hold while it runs.
+
+    Instead of a claim: the status of a record another process wrote since the matrix looked (``seen`` is the
+    record file's state then, :func:`_file_state`), or None when another live process holds the run's claim.
+    """
+    out_dir = Path(spec.out_dir)
+    path = record_path(out_dir, spec.run_id)
+    claim = claims.try_claim(out_dir, spec.run_id)
+    if claim is None:
+        where = claims.claim_path(out_dir, spec.run_id)
+        print(f"  skipped: being run by {claims.describe(claims.holder(out_dir, spec.run_id), where)}",
+              file=stream, flush=True)
+        return None
+    if _file_state(path) != seen:
+        claim.release()
+        status = existing_status(path)
+        print(f"  skipped: another process finished it meanwhile (status {status})", file=stream, flush=True)
+        return status
+    previous = supersede(path)  # kept, never overwritten
+    if previous is not None:
+        supersede(checkpoint_path(out_dir, spec.run_id))  # the weights that record points at go with it
+        supersede(predictions_path(out_dir, spec.run_id))  # and its predictions
+        print(f"  previous record moved to {previous}", file=stream, flush=True)
+    return claim
+
+
+def run_one(spec: RunSpec, seen: tuple[int, int] | None, isolate: bool, stream: TextIO,
+            argv: list[str] | None = None, env: dict[str, str] | None = None,
+            placement: dict[str, Any] | None = None, on_start: Callable[[int], None] | None = None) -> str | None:
+    """Claim, run and record one spec; its status, or None when another live process holds its claim.
+
+    ``env``, ``placement`` and ``on_start`` go to :func:`run_isolated` (an executor's GPU and where it ran).
+    """
+    claim = begin_run(spec, seen, stream)
+    if not isinstance(claim, claims.Claim):
+        return claim
+    path = record_path(Path(spec.out_dir), spec.run_id)
+    with claim:
+        if isolate:
+            def started(pid: int) -> None:
+                claim.set_worker(pid)
+                if on_start is not None:
+                    on_start(pid)
+
+            record = run_isolated(spec, path, argv, on_start=started, env=env, placement=placement)
+        else:
+            record = _run_here(spec, path, argv)
+    print("  " + summary_line(record), file=stream, flush=True)
+    return record.get("status")
+
+
+def task_label(task: str) -> str:
+    """The task's own name (a task file's ``name`` rather than its path), for progress lines."""
+    try:
+        return get_task(task).name
+    except UserError:
+        return task
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino
+
+
+def _run_here(spec: RunSpec, path: Path, argv: list[str] | None) -> dict[str, Any]:
     from adapterbench.harness.run import execute
 
-    record = execute(spec)
-    write_record(path, record)
+    record = with_argv(execute(spec), argv)
+    _write(path, record)
     return record
 
 
-def _run_isolated(spec: RunSpec, path: Path) -> dict[str, Any]:
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "adapterbench.harness.worker", str(path)],
-                               stdin=subprocess.PIPE, text=True)
+def with_argv(record: dict[str, Any], argv: list[str] | None) -> dict[str, Any]:
+    """The record with ``environment.argv`` set to the user's command line (the process's own is a worker's)."""
+    if argv is not None:
+        record["environment"] = {**record.get("environment", {}), "argv": list(argv)}
+    return record
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
     try:
-        process.communicate(json.dumps(asdict(spec)))
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        write_record(path, record)
+    except OSError as exc:  # a disk that filled or went read-only during the matrix: stop, in one line
+        raise UserError(f"cannot write the record {str(path)!r} ({exc.strerror}); the matrix stops here, "
+                        f"rerun it once the output folder is writable") from None
+
+
+def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_start: Any = None,
+                 env: dict[str, str] | None = None, placement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``spec`` in a worker process and return its record (written at ``path`` by the worker, or here).
+
+    The worker dies with this process (see :mod:`adapterbench.harness.worker`). On Ctrl-C (or SIGTERM turned
+    into ``KeyboardInterrupt`` by the command line) the worker is interrupted too, given
+    ``INTERRUPT_GRACE_S`` to stop, then killed; no record is written for the interrupted run, and the
+    ``KeyboardInterrupt`` goes on to the caller. ``on_start(pid)`` is called once the worker exists. ``env`` is
+    added to the worker's environment (an executor's ``CUDA_VISIBLE_DEVICES``); ``placement`` (where it ran)
+    goes into the record's ``environment.placement``, and ``time/process_s`` (the worker's whole life: Python
+    start, imports, the run, writing) into its measurements.
+    """
+    start = time.perf_counter()
+    env = {**os.environ, **(env or {}), "ADAPTERBENCH_PARENT_PID": str(os.getpid())}
+    process = subprocess.Popen([sys.executable, "-m", "adapterbench.harness.worker", str(path)],
+                               stdin=subprocess.PIPE, text=True, env=env)
+    try:
+        if on_start is not None:
+            on_start(process.pid)
+        process.communicate(json.dumps({"spec": asdict(spec), "argv": argv}))
+    except BaseException:
+        _stop(process)
         raise
     code = process.returncode
+    if code == EXIT_INTERRUPTED and not path.exists():
+        raise KeyboardInterrupt  # the worker alone was interrupted: the matrix stops as on Ctrl-C, no record
     if path.exists():  # the record was written (a non-zero exit after it, e.g. in teardown, is noted)
-        record = read_record(path)
-        if code != 0:
-            record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
-            write_record(path, record)
-        return record
-    # The worker died without writing its record: killed (likely by the out-of-memory killer) or crashed.
+        try:
+            record = read_record(path)
+        except (OSError, ValueError):
+            record = None  # half a record can only come from a dying file system: recorded below as failed
+        if record is not None:
+            if code != 0:
+                record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
+            record.setdefault("measurements", {})["time/process_s"] = time.perf_counter() - start
+            if placement:
+                record["environment"] = {**record.get("environment", {}), "placement": placement}
+            _write(path, record)
+            return record
+    return _dead_worker_record(spec, path, code, time.perf_counter() - start, argv, placement)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # a terminal's Ctrl-C reached it already; a SIGTERM to us did not
+        try:
+            process.wait(timeout=INTERRUPT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _dead_worker_record(spec: RunSpec, path: Path, code: int, wall_s: float, argv: list[str] | None,
+                        placement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The worker ended without a record: killed (likely by the out-of-memory killer), or it crashed."""
     status = "oom" if code == -signal.SIGKILL else "failed"
     reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
     if status == "oom":
         reason += " (most likely the out-of-memory killer)"
-    record = base_record(spec)
-    record.update(status=status, error={"type": "WorkerDied", "message": reason, "traceback": ""},
-                  measurements={"time/wall_s": time.perf_counter() - start},
-                  environment=environment(record.get("training", {}).get("device")),
-                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
-    write_record(path, record)
+    record = dead_record(spec, status, reason, wall_s, argv, placement)
+    _write(path, record)
     return record
+
+
+def dead_record(spec: RunSpec, status: str, reason: str, wall_s: float | None, argv: list[str] | None,
+                placement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a run that left none: identity and settings (so reports group it), status and reason."""
+    record = base_record(spec)
+    env = environment(record.get("training", {}).get("device"))
+    record.update(status=status, error={"type": "WorkerDied", "message": reason, "traceback": ""},
+                  measurements={} if wall_s is None else {"time/wall_s": wall_s},
+                  environment={**env, "placement": placement} if placement else env,
+                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
+    return with_argv(record, argv)

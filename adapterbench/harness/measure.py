@@ -188,33 +188,3 @@ class StepTimer:
             self.steady_samples += samples
             self.steady_tokens += tokens
 
-
-def paired_latency(models: list[nn.Module], batches: list[dict[str, torch.Tensor]], device: torch.device,
-                   autocast: Any, repeats: int = 5) -> list[float]:
-    """Median seconds per evaluation batch of each model, measured interleaved batch by batch.
-
-    Timing the models side by side, alternating on every batch, exposes them to the same machine load, so their
-    ratio holds on a noisy machine; untimed passes first pay one-off allocation and kernel-selection costs.
-    """
-    if not batches:
-        return [float("nan")] * len(models)
-    times: list[list[float]] = [[] for _ in models]
-    for model in models:
-        model.eval()
-    with torch.inference_mode():
-        for _ in range(2):
-            for model in models:
-                for batch in batches:
-                    with autocast():
-                        model(**{k: v for k, v in batch.items() if k != "labels"})
-        for _ in range(repeats):
-            for batch in batches:
-                inputs = {k: v for k, v in batch.items() if k != "labels"}
-                for model, bucket in zip(models, times):
-                    synchronize(device)
-                    start = time.perf_counter()
-                    with autocast():
-                        model(**inputs)
-                    synchronize(device)
-                    bucket.append(time.perf_counter() - start)
-    return [sorted(bucket)[len(bucket) // 2] for bucket in times]

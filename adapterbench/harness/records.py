@@ -41,9 +41,14 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 def make_run_id(task: str, variant: str, model: str, profile: str, seed: int, settings: dict[str, Any],
                 data: str = "") -> str:
-    # Folders and task files are named by their last component; the hash keeps distinct settings apart.
+    # Folders are named by their last component, task files by their task name; the hash keeps distinct runs apart.
     model_slug = Path(model.rstrip("/")).name or model
-    task_slug = Path(task).name if task.endswith((".toml", ".json")) else task
+    if task.endswith((".toml", ".json")):  # a task file: named by the task's own name, as everywhere else
+        from adapterbench.tasks.userfile import task_file_name
+
+        task_slug = task_file_name(task) or Path(task).name
+    else:
+        task_slug = task
     # The hash covers the full model and task references too: "org/x" and "/data/x" share a slug.
     identity = {"overrides": settings, "model": model, "task": task}
     if data:  # the data's content fingerprint: other data is another run (schema v2)

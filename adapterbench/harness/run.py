@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from adapterbench.errors import UserError
-from adapterbench.harness.data import iterate, sorted_batches
 from adapterbench.harness.environment import environment
+from adapterbench.harness.latency import inference_overhead
 from adapterbench.harness.loop import Diverged, autocast_factory, train_and_evaluate
-from adapterbench.harness.measure import count_parameters, paired_latency
+from adapterbench.harness.measure import count_parameters
 from adapterbench.harness.records import (
     SCHEMA_VERSION,
     checkpoint_path,
@@ -204,20 +204,32 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     trackers = make_trackers(spec.trackers) if spec.trackers else []
     _notify(trackers, "run_started", record)
     try:
-        _run(resolve(spec), record, progress, trackers)
+        _run(resolve(spec), record, progress, wall_start, trackers)
         record["status"] = "ok"
-    except Diverged as exc:
-        record.update(status="diverged", error=_error(exc))
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        record.update(status="oom", error=_error(exc))
     except Exception as exc:  # a benchmark matrix goes on; the record keeps the traceback
-        record.update(status="failed", error=_error(exc))
+        record.update(status=status_of(exc), error=_error(exc))
     record.setdefault("measurements", {})["time/wall_s"] = time.perf_counter() - wall_start
     training = record.get("training", {})
     record["environment"] = environment(training.get("device"), training.get("precision"))
     record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     _notify(trackers, "run_finished", record)
     return record
+
+
+# Allocators that report exhaustion as a plain RuntimeError: the CPU one ("DefaultCPUAllocator: can't allocate
+# memory: you tried to allocate ..."), and MPS/XPU ("... out of memory"); CUDA has its own exception type.
+OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "out of memory")
+
+
+def status_of(exc: BaseException) -> str:
+    """The record status of an exception that ended a run: ``diverged``, ``oom`` or ``failed``."""
+    if isinstance(exc, Diverged):
+        return "diverged"
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return "oom"
+    if isinstance(exc, RuntimeError) and any(m in str(exc) for m in OOM_MESSAGES):
+        return "oom"
+    return "failed"
 
 
 def _notify(trackers: list[Any], event: str, record: dict[str, Any]) -> None:
@@ -229,7 +241,8 @@ def _notify(trackers: list[Any], event: str, record: dict[str, Any]) -> None:
             record.setdefault("notes", []).append(f"tracker {type(tracker).__name__}.{event} failed: {exc}")
 
 
-def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, observers: list[Any] | None = None) -> None:
+def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float,
+         observers: list[Any] | None = None) -> None:
     spec, settings, task, device, precision, ref = run.spec, run.settings, run.task, run.device, run.precision, run.model
     variant = run.new_variant()
 
@@ -262,6 +275,7 @@ def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, observers: lis
     measurements = record.setdefault("measurements", {})
     measurements.update(count_parameters(model, original_ids, set(missing)))
 
+    measurements["time/setup_s"] = time.perf_counter() - started  # resolve, tokenize, load, adapt
     result = train_and_evaluate(model, variant, loop_task, train, evals, settings, run.lr, spec.seed, device,
                                 precision, tokenizer.pad_token_id, progress, observers=observers)
     measurements.update(result.measurements)
@@ -280,17 +294,23 @@ def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, observers: lis
         "final": result.final, "best": result.best, "points": result.points,
     }
     record["variant_info"] = variant.describe(model)
+    saving_start = time.perf_counter()
     record["predictions"] = write_predictions(Path(spec.out_dir), spec.run_id, eval_ids, result.references,
                                               result.predictions)
 
     if settings.save_checkpoint:
         measurements.update(_save_checkpoint(variant, model, Path(spec.out_dir), spec.run_id))
-    latency_batches = _latency_batches(evals, settings, tokenizer.pad_token_id, device)
-    if latency_batches:
-        base_model, _ = _load(ref, task, tokenizer, device)  # a fresh, unadapted copy to time side by side
-        measurements.update(_inference_overhead(variant, model, base_model, latency_batches, device,
-                                                autocast_factory(device, precision)))
+    measurements["time/checkpoint_s"] = time.perf_counter() - saving_start  # predictions and checkpoint
+    if settings.latency_batches > 0 and evals:
+        latency_start = time.perf_counter()
+        # A second load costs ~0.03 s once the first has warmed the page cache and the classes (a deep copy
+        # made before training: ~0.3 s for MiniLM, and a second model resident during training).
+        base_model, _ = _load(ref, task, tokenizer, device)
+        measurements.update(inference_overhead(variant, model, base_model, next(iter(evals.values())),
+                                               settings.eval_batch_size, settings.latency_batches,
+                                               tokenizer.pad_token_id, device, autocast_factory(device, precision)))
         del base_model
+        measurements["time/latency_check_s"] = time.perf_counter() - latency_start
 
 
 def _deployed(variant: Variant, model: torch.nn.Module, point: Any, measurements: dict[str, Any]) -> int:
@@ -312,46 +332,6 @@ def _arch_or_none(model: torch.nn.Module) -> Any:
         return arch_for(model)
     except UserError:
         return None  # variants that need roles raise their own error listing the module names
-
-
-def _latency_batches(evals: dict[str, list[dict[str, Any]]], settings: TrainSettings, pad_token_id: int,
-                     device: torch.device) -> list[dict[str, torch.Tensor]]:
-    if settings.latency_batches <= 0:
-        return []
-    examples = next(iter(evals.values()))
-    batches = sorted_batches([len(e["input_ids"]) for e in examples], settings.eval_batch_size)
-    # Spread the timed batches over the length range so short and long inputs both count.
-    step = max(1, len(batches) // settings.latency_batches)
-    chosen = batches[::step][: settings.latency_batches]
-    return [{k: v.to(device) for k, v in b.items()} for b in iterate(examples, chosen, pad_token_id)]
-
-
-def _inference_overhead(variant: Variant, model: torch.nn.Module, base_model: torch.nn.Module,
-                        batches: list[dict[str, torch.Tensor]], device: torch.device, autocast: Any
-                        ) -> dict[str, Any]:
-    """Evaluation latency of the trained model (merged when possible) over the unadapted base model's."""
-    merged = False
-    extra: dict[str, Any] = {}
-    if variant.mergeable:
-        before = _logits(model, batches, autocast)
-        variant.merge(model)
-        merged = True
-        # Merging must keep the function: the record says by how much the logits moved.
-        extra["inference/merge_max_abs_logit_diff"] = max(
-            float((a - b).abs().max()) for a, b in zip(before, _logits(model, batches, autocast)))
-    try:
-        latency, base_latency = paired_latency([model, base_model], batches, device, autocast)
-    finally:
-        if merged:
-            variant.unmerge(model)
-    return {"inference/latency_ratio": latency / base_latency, "inference/merged": merged,
-            "inference/base_latency_s": base_latency, "inference/latency_s": latency, **extra}
-
-
-def _logits(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], autocast: Any) -> list[torch.Tensor]:
-    model.eval()
-    with torch.inference_mode(), autocast():
-        return [model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in batches]
 
 
 def _save_checkpoint(variant: Variant, model: torch.nn.Module, out_dir: Path, run_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ its default learning rate; ``--set`` overrides anything. Keys that belong to a v
 from __future__ import annotations
 
 import ast
+import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -36,21 +37,21 @@ class TrainSettings:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
     save_checkpoint: bool = True
-    latency_batches: int = 4  # eval batches timed for the inference-overhead ratio (0 disables)
+    latency_batches: int = 1  # eval-size batches timed for the inference overhead (0 disables); see latency.py
 
     def validate(self) -> None:
         positive = ("epochs", "batch_size", "eval_batch_size", "max_length")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise UserError(f"{key}={getattr(self, key)} is not allowed; it must be a positive integer")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"lr={self.lr} is not allowed; the learning rate must be a positive number")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"lr={self.lr} is not allowed; the learning rate must be a finite positive number")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio={self.warmup_ratio} is not allowed; it must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise UserError(f"weight_decay={self.weight_decay} is not allowed; it must be >= 0")
-        if self.max_grad_norm <= 0:
-            raise UserError(f"max_grad_norm={self.max_grad_norm} is not allowed; it must be > 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UserError(f"weight_decay={self.weight_decay} is not allowed; it must be a finite number >= 0")
+        if not (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)):
+            raise UserError(f"max_grad_norm={self.max_grad_norm} is not allowed; it must be a finite number > 0")
         if self.holdout_samples < 0:
             raise UserError(f"holdout_samples={self.holdout_samples} is not allowed; it must be >= 0")
         for key in ("max_train_samples", "max_eval_samples", "max_steps"):

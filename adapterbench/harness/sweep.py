@@ -137,11 +137,12 @@ def final_overrides(variant: str, chosen: dict[str, Any], profile: str) -> dict[
 def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]], seeds: list[int], model: str,
               profile: str, overrides: dict[str, Any], data_dir: str | None, out: str, holdout: int = DEFAULT_HOLDOUT,
               trial_seed: int | None = None, force: bool = False, isolate: bool = True,
-              stream: TextIO | None = None, final_out: str | None = None) -> int:
+              stream: TextIO | None = None, final_out: str | None = None, trials_only: bool = False) -> int:
     """Trials, selection and finals (see the module docstring); returns 0 when every final run is ok.
 
     ``final_out`` puts the finals in another results folder (default ``<out>/final``), for example the
-    leaderboard's, where runs with the same identity are then already done.
+    leaderboard's, where runs with the same identity are then already done. ``trials_only`` stops after the
+    trials (several processes can share the trials of one sweep, each claiming runs; selection then waits for all).
     """
     out_dir = Path(out)
     name = out_dir.name
@@ -156,7 +157,9 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
     trials = plan_trials(variants, tasks, grid, trial_seed, model, profile, overrides, data_dir, out_dir, holdout,
                          name)
     preflight(trials)
-    run_matrix(trials, force=force, isolate=isolate, stream=stream)
+    trials_code = run_matrix(trials, force=force, isolate=isolate, stream=stream)
+    if trials_only:
+        return trials_code
 
     summary: dict[str, Any] = {"sweep": name, "profile": profile, "model": model, "grid": grid,
                                "trials_per_variant": len(grid_points(grid)), "holdout_examples": holdout,

@@ -1,18 +1,75 @@
-"""Entry point of the per-run process: ``python -m adapterbench.harness.worker RECORD_PATH`` with the run's
-:class:`~adapterbench.harness.run.RunSpec` as JSON on standard input. It writes the record and exits 0; the
-parent treats any other ending (a signal, a non-zero exit, no record) as a failed or out-of-memory run."""
+"""Entry point of the per-run process: ``python -m adapterbench.harness.worker RECORD_PATH``.
+
+Standard input holds ``{"spec": <RunSpec fields>, "argv": <the user's command line or null>}`` as JSON (a bare
+RunSpec object is accepted too). The worker writes the record and exits 0; the parent treats any other ending (a
+signal, a non-zero exit, no record) as a failed or out-of-memory run.
+
+The worker dies with its parent: on Linux the kernel sends it SIGKILL when the parent exits
+(``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread polls the parent's pid. So a ``kill -9`` of ``bench run`` never
+leaves a worker that trains on and writes its record after the matrix was given up (and maybe resumed by another
+process). ``ADAPTERBENCH_PARENT_PID`` names the parent; when the parent is already gone by the time the worker
+starts, it exits at once. Note PR_SET_PDEATHSIG follows the parent *thread*: start workers from a thread that
+outlives them (the main thread, or the executor thread that waits for the worker).
+
+Ctrl-C reaches the worker too (it shares the terminal's process group); it stops quietly with status 130 and no
+record, leaving the "interrupted" line to the parent.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+EXIT_INTERRUPTED = 130
+EXIT_ORPHANED = 3
+EXIT_CANNOT_WRITE = 4
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Arrange for this process to be killed when ``parent_pid`` (its parent) exits; exit now if it has."""
+    if parent_pid is None:
+        return
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(EXIT_ORPHANED)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(EXIT_ORPHANED)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    # One interrupt is enough: the parent forwards the terminal's Ctrl-C again, and a second KeyboardInterrupt
+    # raised while the first unwinds would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def main() -> int:
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # an inherited "ignore" (nohup, &) is kept
+        signal.signal(signal.SIGINT, _interrupted)
+    parent = os.environ.get("ADAPTERBENCH_PARENT_PID")
+    die_with_parent(int(parent) if parent and parent.isdigit() else None)
     path = Path(sys.argv[1])
-    spec_fields = json.loads(sys.stdin.read())
+    message = json.loads(sys.stdin.read())
+    spec_fields, argv = (message["spec"], message.get("argv")) if "spec" in message else (message, None)
 
     import transformers
     from tqdm import tqdm
@@ -22,6 +79,7 @@ def main() -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
+    from adapterbench.harness.matrix import with_argv
     from adapterbench.harness.records import write_record
     from adapterbench.harness.run import RunSpec, execute
 
@@ -37,13 +95,20 @@ def main() -> int:
         bar.update(1)
 
     try:
-        record = execute(spec, progress)
+        record = with_argv(execute(spec, progress), argv)
     finally:
         if bar is not None:
             bar.close()
-    write_record(path, record)
+    try:
+        write_record(path, record)
+    except OSError as exc:  # the parent says what happened; one line here, not a traceback
+        print(f"  cannot write the record {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CANNOT_WRITE
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

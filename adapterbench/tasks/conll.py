@@ -15,6 +15,7 @@ from pathlib import Path
 
 from adapterbench.errors import UserError
 from adapterbench.tasks.spec import HubSource, LocalSource, TaskSpec
+from adapterbench.textfiles import open_text
 
 # Ordered as the hub's ``ner_tags`` class names, so that hub indices and file tags map to the same label ids.
 CONLL_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -64,8 +65,9 @@ def parse_conll_lines(lines: list[str], tag_column: int, where: str = "<lines>",
             words, tags = [], []
             continue
         if len(parts) < needed:
+            # The line itself is not quoted: the file may be anything a task file points at.
             raise UserError(f"{where}:{number}: expected at least {needed} space-separated columns "
-                            f"(word ... tag in column {tag_column}), got {len(parts)}: {line.strip()!r}")
+                            f"(word ... tag in column {tag_column}), got {len(parts)}")
         if not words:
             start = number
         words.append(parts[word_column])
@@ -74,7 +76,7 @@ def parse_conll_lines(lines: list[str], tag_column: int, where: str = "<lines>",
 
 
 def read_conll(path: Path, tag_column: int, encoding: str = "utf-8-sig") -> list[tuple[int, list[str], list[str]]]:
-    """:func:`parse_conll_lines` over a file."""
-    with open(path, encoding=encoding, newline="") as f:
+    """:func:`parse_conll_lines` over a file (undecodable bytes raise a one-line error naming the line)."""
+    with open_text(path, encoding, newline="") as f:
         lines = f.read().splitlines()
     return parse_conll_lines(lines, tag_column, where=str(path))

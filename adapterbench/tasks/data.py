@@ -12,7 +12,9 @@ Where the examples come from:
 * otherwise the hub, through ``datasets.load_dataset(hub.path, hub.name, split=...)``.
 
 Every problem with the data is a one-line :class:`UserError` naming the file (and line) and the bad value: a
-missing folder or file, a malformed line, a label outside the task's label set, an empty split.
+missing folder or file, a malformed line, a label outside the task's label set, an empty split, bytes that are not
+valid in the declared encoding, an over-long CSV field. Messages never quote a line of the file (a task file may
+point at any file on the machine); a bad label is shown cut short (:func:`~adapterbench.textfiles.short`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from adapterbench.errors import UserError
 from adapterbench.tasks.conll import read_conll
 from adapterbench.tasks.spec import TaskSpec
+from adapterbench.textfiles import open_text, short
 
 ENV_DATA_DIR = "ADAPTERBENCH_DATA_DIR"
 
@@ -73,7 +77,8 @@ def local_path(task: TaskSpec, split: str, data_dir: Path | str | None) -> Path 
             return None  # a local folder was given, but this task only lives on the hub
         path = folder / relative
     if not path.is_file():
-        raise UserError(f"task {task.name!r} split {split!r}: expected the file {str(path)!r}, which does not exist")
+        problem = "is not a regular file" if path.exists() else "does not exist"
+        raise UserError(f"task {task.name!r} split {split!r}: expected the file {str(path)!r}, which {problem}")
     return path
 
 
@@ -119,33 +124,35 @@ def parse_label(task: TaskSpec, raw: Any, where: str) -> Any:
         try:
             value = float(raw)
         except (TypeError, ValueError):
-            raise UserError(f"{where}: label {raw!r} is not a number (task {task.name!r} is a regression)") from None
+            raise UserError(f"{where}: label {short(raw)} is not a number (task {task.name!r} is a regression)"
+                            ) from None
         if not math.isfinite(value):
-            raise UserError(f"{where}: label {raw!r} is not a finite number")
+            raise UserError(f"{where}: label {short(raw)} is not a finite number")
         return value
     allowed = task.labels or ()
     if task.kind == "token_classification":
         if not isinstance(raw, list):
-            raise UserError(f"{where}: the tags must be a list, got {raw!r}")
+            raise UserError(f"{where}: the tags must be a list of strings, got {type(raw).__name__}")
         tags = [str(t) for t in raw]
         for tag in tags:
             if tag not in allowed:
-                raise UserError(f"{where}: tag {tag!r} is not one of the task's labels: {', '.join(allowed)}")
+                raise UserError(f"{where}: tag {short(tag)} is not one of the task's labels: {', '.join(allowed)}")
         return tags
     # JSON may hold 1 or true where the label set says "1"; TSV labels may carry stray spaces.
     label = (str(raw).lower() if isinstance(raw, bool) else str(raw)).strip() if raw is not None else ""
     if label not in allowed:
-        raise UserError(f"{where}: label {label!r} is not one of the task's labels: {', '.join(allowed)}")
+        raise UserError(f"{where}: label {short(label)} is not one of the task's labels: {', '.join(allowed)}")
     return label
 
 
 def _text(task: TaskSpec, value: Any, field: str, where: str) -> Any:
     if task.kind == "token_classification":
         if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
-            raise UserError(f"{where}: field {field!r} must be a list of words (strings), got {value!r:.80}")
+            raise UserError(f"{where}: field {field!r} must be a list of words (strings), got "
+                            f"{type(value).__name__}")
         return value
     if not isinstance(value, str):
-        raise UserError(f"{where}: field {field!r} must be text, got {value!r:.80}")
+        raise UserError(f"{where}: field {field!r} must be text, got {type(value).__name__}")
     return value
 
 
@@ -182,13 +189,20 @@ def _read_delimited(task: TaskSpec, path: Path) -> list[dict[str, Any]]:
                         f"not {local.format}")
     tsv = local.format == "tsv"
     examples: list[dict[str, Any]] = []
-    with open(path, encoding=local.encoding, newline="") as f:
+    with open_text(path, local.encoding, f"task {task.name!r}", newline="") as f:
         reader = (csv.reader(f, delimiter="\t", quotechar=None, quoting=csv.QUOTE_NONE) if tsv
                   else csv.reader(f))
         kind_of_columns = "tab-separated" if tsv else "comma-separated"
         expected: int | None = None
         index: dict[str, int] = {}
-        for row in reader:
+        while True:
+            row_start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise _csv_problem(path, row_start, exc) from None
             if not row:
                 continue  # a blank line
             if expected is None:  # the header, or the first data row of a headerless file
@@ -205,6 +219,28 @@ def _read_delimited(task: TaskSpec, path: Path) -> list[dict[str, Any]]:
     return examples
 
 
+def _csv_problem(path: Path, line: int, exc: csv.Error) -> UserError:
+    if "field larger than field limit" in str(exc):
+        # Nearly always a quote that is never closed: the reader then swallows the rest of the file.
+        return UserError(f"{path}:{line}: a field of the row starting here is longer than {csv.field_size_limit()} "
+                         f"characters (the CSV reader's limit); look for an unclosed quote (\")")
+    return UserError(f"{path}:{line}: not valid CSV ({exc})")
+
+
+def _names(names: list[str]) -> str:
+    """The column or key names of a file, for a message; withheld when they do not look like names.
+
+    A task file may point at any file on the machine, so a first line that is not a header (``/etc/passwd``)
+    must not be echoed into the message; short names of letters, digits, spaces and ``_ # . -`` are shown.
+    """
+    if len(names) <= 40 and all(_NAME.fullmatch(n) for n in names):
+        return ", ".join(names)
+    return "(not shown: the first line does not look like a header of column names)"
+
+
+_NAME = re.compile(r"[\w .#-]{1,40}")
+
+
 def _column_index(task: TaskSpec, path: Path, header: list[str] | None, width: int) -> dict[str, int]:
     """Field name -> column position, from ``local.columns`` (a column name, or an index without header)."""
     columns = task.local.columns if task.local is not None else {}
@@ -213,8 +249,8 @@ def _column_index(task: TaskSpec, path: Path, header: list[str] | None, width: i
         column = columns.get(field, field)
         if header is not None:
             if column not in header:
-                raise UserError(f"{path}: no column {column!r} (for field {field!r}) in the header; columns are: "
-                                f"{', '.join(header)}")
+                raise UserError(f"{path}:1: no column {column!r} (for field {field!r}) in the header; columns are: "
+                                f"{_names(header)}")
             index[field] = header.index(column)
             continue
         try:
@@ -234,7 +270,7 @@ def _read_jsonl(task: TaskSpec, path: Path) -> list[dict[str, Any]]:
     assert local is not None
     columns = local.columns
     examples: list[dict[str, Any]] = []
-    with open(path, encoding=local.encoding) as f:
+    with open_text(path, local.encoding, f"task {task.name!r}") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -243,6 +279,8 @@ def _read_jsonl(task: TaskSpec, path: Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number, arrays nested 10,000 deep
+                raise UserError(f"{where}: JSON that cannot be read ({str(exc).split(':')[0]})") from None
             if not isinstance(record, dict):
                 raise UserError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
             example: dict[str, Any] = {}
@@ -250,7 +288,7 @@ def _read_jsonl(task: TaskSpec, path: Path) -> list[dict[str, Any]]:
                 key = columns.get(field, field)
                 if key not in record:
                     raise UserError(f"{where}: no key {key!r} (for field {field!r}); keys are: "
-                                    f"{', '.join(map(str, record))}")
+                                    f"{_names(list(map(str, record)))}")
                 value = record[key]
                 example[field] = (parse_label(task, value, where) if field == task.label_field
                                   else _text(task, value, field, where))

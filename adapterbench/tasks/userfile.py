@@ -43,6 +43,7 @@ Token classification needs ``jsonl`` or ``conll``; its tags are scored as IOB2 e
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -51,6 +52,7 @@ from typing import Any, get_args
 from adapterbench.errors import UserError
 from adapterbench.tasks.metrics import METRICS_BY_KIND
 from adapterbench.tasks.spec import HubSource, Kind, LocalSource, TaskSpec
+from adapterbench.textfiles import check_encoding, read_text, short
 
 TOP_LEVEL_KEYS = ("name", "version", "kind", "text_fields", "label_field", "labels", "metrics", "primary_metric",
                   "train_split", "eval_splits", "paper", "description", "data", "hub")
@@ -85,7 +87,7 @@ class _Fields:
         value = self.table[key]
         # bool is an int in Python, but true is not a number in a task file.
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-            self.fail(key, f"must be {what or _type_names(kind)}, got {value!r}")
+            self.fail(key, f"must be {what or _type_names(kind)}, got {short(value)}")
         return value
 
     def strings(self, key: str, default: Any = ..., at_least: int = 1) -> tuple[str, ...] | None:
@@ -93,9 +95,9 @@ class _Fields:
         if value is None or value is default:
             return value
         if not all(isinstance(v, str) and v for v in value) or len(value) < at_least:
-            self.fail(key, f"must be a list of at least {at_least} non-empty strings, got {value!r}")
+            self.fail(key, f"must be a list of at least {at_least} non-empty strings, got {short(value, 80)}")
         if len(set(value)) != len(value):
-            self.fail(key, f"has duplicates: {value!r}")
+            self.fail(key, f"has duplicates: {short(value, 80)}")
         return tuple(value)
 
 
@@ -111,27 +113,37 @@ def _type_names(kind: type | tuple[type, ...]) -> str:
 def read_task_table(path: Path) -> dict[str, Any]:
     """The task file parsed into a dict (``.toml`` with tomllib, ``.json`` with json)."""
     if not path.is_file():
-        raise UserError(f"task file {str(path)!r} does not exist")
+        problem = "is not a regular file" if path.exists() else "does not exist"
+        raise UserError(f"task file {str(path)!r} {problem}")
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".json"):
         raise UserError(f"task file {path}: unknown file type {suffix or '(none)'!r}; use .toml or .json")
     if suffix == ".toml" and tomllib is None:
         raise UserError(f"task file {path}: TOML task files need Python 3.11 or later; write it as .json")
-    decode_errors: tuple[type[Exception], ...] = (json.JSONDecodeError, UnicodeDecodeError)
+    # Both formats are UTF-8 by their specifications; the text is decoded first so that a bad byte is reported
+    # with its line, then parsed (parser messages give line and column, never the text).
+    text = read_text(path, "utf-8", hint=f"{suffix[1:].upper()} task files must be UTF-8")
+    decode_errors: tuple[type[Exception], ...] = (json.JSONDecodeError, RecursionError)
     if tomllib is not None:
         decode_errors += (tomllib.TOMLDecodeError,)
     try:
-        if suffix == ".toml":
-            with open(path, "rb") as f:
-                table = tomllib.load(f)
-        else:
-            with open(path, encoding="utf-8") as f:
-                table = json.load(f)
+        table = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
     except decode_errors as exc:
         raise UserError(f"task file {path}: not valid {suffix[1:].upper()}: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:  # JSON: an integer of more than 4,300 digits
+        raise UserError(f"task file {path}: not valid JSON: {str(exc).split(':')[0]}") from None
     if not isinstance(table, dict):
         raise UserError(f"task file {path}: expected a table of fields at the top, got {type(table).__name__}")
     return table
+
+
+@functools.lru_cache(maxsize=256)
+def task_file_name(path: str) -> str | None:
+    """The ``name`` a task file declares (what record names and progress lines show), or None if unreadable."""
+    try:
+        return load_task_file(path).name
+    except UserError:
+        return None
 
 
 def load_task_file(path: Path | str) -> TaskSpec:
@@ -213,12 +225,13 @@ def _local_source(table: dict[str, Any] | None, path: Path, kind: str,
     # Absolute paths tell the loader that these files do not live under --data-dir.
     resolved = {split: str((path.parent / file).resolve()) for split, file in files.items()}
 
+    encoding = check_encoding(data.get("encoding", str, "utf-8-sig"), f"task file {path}: field 'data.encoding'")
     conll_column = data.get("conll_column", int, 3)
     if conll_column < 1:
         data.fail("conll_column", f"is {conll_column}; the words are column 0, so the tag column must be >= 1")
     return LocalSource(format=fmt, files=resolved, header=data.get("header", bool, True),
                        columns={field: str(column) for field, column in columns.items()},
-                       encoding=data.get("encoding", str, "utf-8-sig"), conll_column=conll_column)
+                       encoding=encoding, conll_column=conll_column)
 
 
 def _hub_source(table: dict[str, Any] | None, path: Path) -> HubSource | None:

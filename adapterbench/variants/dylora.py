@@ -204,8 +204,9 @@ class DyLoRA(Variant):
         c.seed = -1 if c.seed is None else c.seed
         if isinstance(c.merge_rank, bool) or not isinstance(c.merge_rank, int) or not 0 <= c.merge_rank <= c.r:
             raise UserError(f"merge_rank={c.merge_rank!r} must be an integer in 1..r={c.r} (or 0 for r)")
-        if isinstance(c.seed, bool) or not isinstance(c.seed, int):
-            raise UserError(f"seed={c.seed!r} must be an integer (-1 derives it from the run seed)")
+        if isinstance(c.seed, bool) or not isinstance(c.seed, int) or not -1 <= c.seed < 2**64:
+            raise UserError(f"seed={c.seed!r} must be an integer in 0..{2**64 - 1} (torch.Generator's range), "
+                            f"or -1 to derive it from the run seed")
         if not isinstance(c.targets, str) or not c.targets.strip():
             raise UserError(f"targets={c.targets!r} must name roles (query,value,...), module suffixes or all-linear")
         self.ranks = parse_eval_ranks(c.eval_ranks, c.r)
