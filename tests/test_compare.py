@@ -1,6 +1,6 @@
 """``bench compare``: exit codes on an identical pair and on degraded copies of records written by the real
 harness (``real_records["clean"]``: sst2 runs of lora and bitfit with 3 seeds, full and dylora with 2, dylora
-evaluated at ranks 1..4). ``clean`` holds the records without their prediction sidecars, so the metric is
+evaluated at ranks 1..4). Here ``clean`` is copied without its prediction sidecars, so the metric is
 judged by the threshold rule (max(0.01, 2 x baseline std)), as for schema v1 records; the paired test on
 predictions is in ``test_compare_paired.py``. The limits the tests expect are computed here from the record
 files. Step time and memory: the baseline's band, median ± max(3 MAD, 5 % / 20 % of the median).
@@ -25,9 +25,11 @@ from adapterbench.stats import band
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _clean(real_records):
+def _clean(real_records, tmp_path_factory):
+    """The clean records without their sidecars: the threshold rule decides, as for v1 records."""
     global CLEAN
-    CLEAN = real_records["clean"]
+    CLEAN = tmp_path_factory.mktemp("threshold") / "clean"
+    shutil.copytree(real_records["clean"], CLEAN, ignore=shutil.ignore_patterns("predictions"))
 
 
 CLEAN: Path

@@ -29,7 +29,7 @@ KEY = "validation/accuracy"
 def base(real_records, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("paired") / "baseline"
     shutil.copytree(real_records["clean"], out)
-    shutil.copytree(real_records["mixed"] / "predictions", out / "predictions")
+    assert (out / "predictions").is_dir()
     return out
 
 
@@ -179,10 +179,22 @@ def test_other_references_or_other_data_are_not_comparable(base, tmp_path, capsy
     def other_data(record, split):
         record["data"]["fingerprint"] = "0123456789abcdef"
 
-    code, out = run(base, changed(base, tmp_path, "bitfit", other_data, "data"), capsys=capsys)
+    other = changed(base, tmp_path, "bitfit", other_data, "data")
+    code, out = run(base, other, capsys=capsys)
     fingerprint = json.loads(next(base.glob("sst2__bitfit__*.json")).read_text())["data"]["fingerprint"]
     assert code == 1
-    assert verdicts(out)["bitfit"] == f"❌ data differs (fingerprint {fingerprint} vs 0123456789abcdef)"
+    assert verdicts(out)[f"bitfit [data {fingerprint}]"] == (
+        f"❌ not comparable with current: they differ in data (fingerprint) ({fingerprint} vs 0123456789abcdef)")
+    assert verdicts(out)["bitfit [data 0123456789abcdef]"].startswith("❌ not comparable with baseline: they differ")
+    # --common-only skips them, with the reason; a comparison with nothing in common is never green
+    code, out = run(base, other, "--common-only", capsys=capsys)
+    assert code == 0 and f"sst2 / bitfit [data {fingerprint}]: not comparable with current: they differ" in out
+    only_bitfit = changed(other, tmp_path, "lora", lambda r, s: False, "only-bitfit")
+    for variant in ("full", "dylora"):
+        only_bitfit = changed(only_bitfit, tmp_path, variant, lambda r, s: False, f"no-{variant}")
+    code, out = run(changed(base, tmp_path, "bitfit", lambda r, s: False, "no-bitfit"), only_bitfit,
+                    "--common-only", capsys=capsys)
+    assert code == 1 and "**❌ nothing compared**: 0 compared" in out
 
 
 # ---- environment fingerprints ---------------------------------------------------------------------------

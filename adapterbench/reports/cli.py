@@ -116,7 +116,7 @@ def compare_command(args: argparse.Namespace) -> int:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-    return 1 if comparison.regressions else 0
+    return 1 if comparison.failed else 0
 
 
 def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

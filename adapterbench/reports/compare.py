@@ -47,13 +47,13 @@ from adapterbench.reports.regression import (
     Rules,
     Runs,
     apply_family,
-    data_difference,
     metric_outcome,
     resource_outcomes,
 )
 from adapterbench.reports.units import fmt_change, fmt_delta, fmt_measure, fmt_metric
 from adapterbench.schema import PEAK_MEMORY, TRAIN_SPS, Measure
 
+Thresholds = Rules  # the name of the options before the paired test (kept for callers)
 ENVIRONMENT_KEYS = ("python", "torch", "transformers", "peft", "adapterbench", "device_name")
 CHECKED: tuple[Measure, ...] = (TRAIN_SPS, PEAK_MEMORY)  # the resources of the table, besides the metric
 
@@ -112,6 +112,11 @@ class Comparison:
     @property
     def regressions(self) -> int:
         return sum(line.regressed for line in self.lines)
+
+    @property
+    def failed(self) -> bool:
+        """Any regression, or nothing compared at all (``common_only`` with two sides that share nothing)."""
+        return bool(self.regressions) or self.counts()["compared"] == 0
 
     def counts(self) -> dict[str, int]:
         statuses = [line.status for line in self.lines]
@@ -203,8 +208,6 @@ class _Pairing:
             self.lines.append(Line(task, label, issues=issues or ["no finished run on either side"], notes=notes))
             return
         common = set(base_runs) & set(cur_runs)
-        data_issue, data_note = data_difference(list(base_runs.values()), list(cur_runs.values()))
-        notes += [data_note] if data_note else []
         # Speed and memory of the same seeds on both sides (a seed's peak can differ from another's).
         resources = (resource_outcomes([base_runs[s] for s in common], [cur_runs[s] for s in common], self.rules)
                      if common else [])
@@ -220,9 +223,6 @@ class _Pairing:
                             line.issues, line.notes)
                 if self.rules.common_only and not line.issues:
                     line.skipped = line.notes[-1]
-                continue
-            if data_issue:
-                line.issues.append(data_issue)
                 continue
             if not common:
                 line.issues.append("no finished seed in common")
@@ -299,9 +299,10 @@ def _group_suffixes(keys: Sequence[GroupKey]) -> dict[GroupKey, str]:
     diffs = group_differences(keys)
     out = {}
     for key in keys:
-        shown = {"task_version": "task v", "model": "model ", "weights_sha256": "weights ", "profile": "profile "}
-        parts = [shown.get(name, name + " ") + getattr(key, name)[: 12 if name == "weights_sha256" else None]
-                 for name in diffs]
+        shown = {"task_version": "task v", "model": "model ", "weights_sha256": "weights ", "profile": "profile ",
+                 "primary_metric": "scored ", "data_fingerprint": "data "}
+        parts = [shown.get(name, name + " ") + (getattr(key, name) or "unknown")[
+            : 12 if name == "weights_sha256" else None] for name in diffs]
         out[key] = f" [{', '.join(parts)}]" if parts else ""
     return out
 
@@ -324,24 +325,27 @@ def compare_collections(baseline: Collection, current: Collection, rules: Rules)
             work.pair(task, label(key), b_sides[key], c_sides[key])
         b_rest = sorted(set(b_sides) - set(common))
         c_rest = sorted(set(c_sides) - set(common))
+        why: dict[tuple[GroupKey, ConfigId], str] = {}  # what tells a configuration from its closest partner
         for key in b_rest:
-            if not c_rest:
-                work.one_side(task, label(key), b_sides[key], "baseline",
-                              f"missing in current (baseline seeds {_seeds(b_sides[key].seeds)})")
-                continue
             # The closest configuration on the other side: same group if there is one, else the first.
-            partner = next((k for k in c_rest if k[0] == key[0]), c_rest[0])
+            partner = next((k for k in c_rest if k[0] == key[0]), c_rest[0]) if c_rest else None
+            if partner is None:
+                continue
             reasons = []
             if partner[0] != key[0]:
                 reasons.append("they differ in " + explain_groups([key[0], partner[0]]))
             if partner[1] != key[1]:
                 reasons.append("settings differ (" + "; ".join(settings_differences(key[1], partner[1])) + ")")
-            work.one_side(task, label(key), b_sides[key], "baseline", "not comparable with current")
+            why[key] = why.setdefault(partner, "; ".join(reasons))
             work.details.append(f"{task} / {label(key)} (baseline) vs {label(partner)} (current): not comparable: "
-                                f"{'; '.join(reasons)}")
+                                f"{why[key]}")
+        for key in b_rest:
+            work.one_side(task, label(key), b_sides[key], "baseline",
+                          f"not comparable with current: {why[key]}" if key in why
+                          else f"missing in current (baseline seeds {_seeds(b_sides[key].seeds)})")
         for key in c_rest:
-            issue = ("not comparable with baseline" if b_rest
-                     else f"missing in baseline (current seeds {_seeds(c_sides[key].seeds)})")
+            issue = (f"not comparable with baseline: {why[key]}" if key in why else "not comparable with baseline"
+                     if b_rest else f"missing in baseline (current seeds {_seeds(c_sides[key].seeds)})")
             work.one_side(task, label(key), c_sides[key], "current", issue)
     work.finish()
     notes = []
@@ -383,7 +387,8 @@ def _environment_lines(a: Collection, b: Collection) -> list[str]:
 def render_comparison(comparison: Comparison, baseline_name: str, current_name: str) -> str:
     r = comparison.rules
     bad = comparison.regressions
-    verdict = f"❌ {bad} regression{'s' if bad != 1 else ''}" if bad else "✅ no regression"
+    verdict = (f"❌ {bad} regression{'s' if bad != 1 else ''}" if bad else
+               "❌ nothing compared" if comparison.failed else "✅ no regression")
     skipped = {"baseline": comparison.baseline.skipped, "current": comparison.current.skipped}
     counted = "".join(f", {len(lines)} file(s) skipped in {side}" for side, lines in skipped.items() if lines)
     correction = "" if r.correction == "none" else f", {r.correction}-corrected over the tested lines"

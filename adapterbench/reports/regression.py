@@ -48,7 +48,7 @@ import numpy as np
 
 from adapterbench import schema
 from adapterbench.errors import UserError
-from adapterbench.harness.records import load_record, read_predictions
+from adapterbench.harness.records import RecordError, load_record, read_predictions
 from adapterbench.stats import (
     Interval,
     Metric,
@@ -110,7 +110,10 @@ class RunData:
 
     def __init__(self, source: str | Path):
         self.source = Path(source)
-        self.record = load_record(self.source)
+        try:
+            self.record = load_record(self.source)
+        except RecordError:  # records given in memory (no file): no sidecar, steps or measurements to read
+            self.record = {}
 
     @cached_property
     def sidecar(self) -> dict[str, Any] | None:
@@ -137,10 +140,6 @@ class RunData:
     @property
     def fingerprint(self) -> str | None:
         return ((self.record.get("environment") or {}).get("fingerprint") or {}).get("id")
-
-    @property
-    def data_fingerprint(self) -> str | None:
-        return (self.record.get("data") or {}).get("fingerprint")
 
     def step_times(self) -> list[float]:
         """Per-step training times after the warm-up steps the loop excludes from its throughput."""
@@ -331,7 +330,8 @@ def metric_outcome(base: Mapping[Any, RunData], cur: Mapping[Any, RunData], poin
                                  d.p_worse, d.p_better, d.p_worse, d.test, d.n_examples, d.seeds)
     regressed, drop, limit = threshold_rule(base_stat[0], base_stat[1], cur_mean, greater_is_better, rules)
     status = "regressed" if regressed else "improved" if -drop > limit + _EPS else "unchanged"
-    return MetricOutcome("threshold rule", "metrics equal" if exact is None else "changed", status,
+    same = exact is None and cur_mean == base_stat[0]
+    return MetricOutcome("threshold rule", "metrics equal" if same else "changed", status,
                          cur_mean - base_stat[0], drop, limit=limit, why=why, seeds=seeds)
 
 
@@ -393,18 +393,6 @@ def resource_outcomes(base: Sequence[RunData], cur: Sequence[RunData], rules: Ru
             _band_outcome("peak memory", *peaks, fb, fc, rules.memory_tolerance, rules)]
 
 
-def data_difference(base: Sequence[RunData], cur: Sequence[RunData]) -> tuple[str | None, str | None]:
-    """(issue, note) about the data the two sides read: other fingerprints are not comparable."""
-    fb = {r.data_fingerprint for r in base}
-    fc = {r.data_fingerprint for r in cur}
-    if None in fb or None in fc:
-        side = "baseline" if None in fb else "current"
-        return None, f"data fingerprint unknown in {side}"
-    if fb != fc:
-        return f"data differs (fingerprint {', '.join(sorted(fb))} vs {', '.join(sorted(fc))})", None
-    return None, None
-
-
 __all__ = ["Evaluation", "MetricOutcome", "NotComparable", "ResourceOutcome", "Rules", "RunData",
-           "Runs", "apply_family", "data_difference", "exact_check", "fingerprint_of",
+           "Runs", "apply_family", "exact_check", "fingerprint_of",
            "metric_outcome", "paired_predictions", "resource_outcomes", "task_metric", "threshold_rule"]
