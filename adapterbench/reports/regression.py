@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,7 @@ class RunData:
         return Evaluation(list(part["example_ids"]), list(part.get("references") or []), list(predictions))
 
     def splits(self) -> list[str]:
-        return sorted(((self.sidecar or {}).get("splits") or {}))
+        return sorted((self.sidecar or {}).get("splits") or {})
 
     def metrics_at(self, point: Any) -> dict[str, Any]:
         """The recorded metrics (``<split>/<metric>`` keys, not measurements) of the evaluation at ``point``."""
@@ -183,7 +183,6 @@ class MetricOutcome:
     seeds: tuple[Any, ...] = ()
     limit: float | None = None     # threshold rule: the allowed drop
     why: str = ""                  # why the threshold rule decided
-    notes: list[str] = field(default_factory=list)
 
     @property
     def tested(self) -> bool:
