@@ -101,6 +101,7 @@ def read_predictions(record_file: Path, record: dict[str, Any]) -> dict[str, Any
 
 
 def _atomic_bytes(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -121,19 +122,7 @@ def checkpoint_path(out_dir: Path, run_id: str) -> Path:
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` atomically: readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_bytes(Path(path), (json.dumps(record, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
 
 
 def supersede(path: Path) -> Path | None:
