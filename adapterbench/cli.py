@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--model", "--profile", "--data-dir", "--out"):
         sweep.add_argument(flag, default=None)
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--trials-only", action="store_true",
+                       help="run the trials and stop (several processes may share one sweep's trials)")
     sweep.add_argument("--final-out", default=None,
                        help="results folder for the final runs (default <out>/final), e.g. a leaderboard's")
     sweep.add_argument("--force", action="store_true")
@@ -295,7 +297,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
                      args.out or "results/sweep", holdout=args.holdout, force=args.force,
-                     final_out=args.final_out)
+                     final_out=args.final_out, trials_only=args.trials_only)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ and the environment as ``"config.<name>"``, ``"training.<name>"`` and ``"env.<na
 Which runs may be averaged together is decided by two columns: the comparable group (:data:`GROUP_COLUMNS`: task
 and version, model name and weights, profile) and ``config`` (the variant's resolved settings and the loop
 settings that change the numbers, as canonical JSON). The reports group by exactly these.
+(The group also holds the primary metric's split and the data fingerprint.)
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ from adapterbench import schema
 from adapterbench.harness.records import Scan, scan_records
 from adapterbench.reports.units import point_label
 
-GROUP_COLUMNS = ("task", "task_version", "model", "weights_sha256", "profile")
+# The primary metric's split is part of the group: a sweep's trials (scored on held-out training data) are never
+# averaged with runs scored on dev; so is the data fingerprint: runs on other data are other runs.
+GROUP_COLUMNS = ("task", "task_version", "model", "weights_sha256", "profile", "primary_metric",
+                 "data_fingerprint")
 # Resolved loop settings that change the numbers (the rest, e.g. checkpoint saving, only changes bookkeeping).
 IDENTITY_TRAINING_KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup_ratio", "weight_decay",
                           "max_grad_norm", "max_train_samples", "max_eval_samples", "max_steps", "precision",
-                          "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches")
+                          "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches",
+                          "holdout_samples")
 
 # name -> (dtype, meaning). The families "<split>/<metric>", measurement keys, "config.*", "training.*" and
 # "env.*" follow these.
@@ -74,6 +79,11 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "data_fingerprint": ("string", "v2: fingerprint of the data read"), "data_source": ("string", "v2: local | hub"),
     "predictions_file": ("string", "v2: the predictions sidecar, relative to the record"),
     "env_fingerprint": ("string", "v2: id of the environment fingerprint"),
+    "task_origin": ("string", "where the task came from: built-in, or the task file"),
+    "reference_source": ("string", "a preset's published result (tags.reference): its source"),
+    "reference_metric": ("string", "its metric key (presets.measured_value reads it)"),
+    "reference_value": ("float64", "its value, in the record's units"),
+    "reference_std": ("float64", "the std the paper reports with it"),
 }
 POINT_COLUMNS: dict[str, tuple[str, str]] = {
     "point": ("object", "the evaluation point as recorded (None: the model as trained)"),
@@ -116,6 +126,8 @@ def run_row(path: Path, record: schema.Record) -> dict[str, Any]:
     task, model, variant = record.get("task", {}), record.get("model", {}), record.get("variant", {})
     primary, metrics = record.get("metrics", {}).get("primary") or {}, record.get("metrics", {})
     hints, error = schema.report_hints(record), record.get("error") or {}
+    tags = record.get("tags") if isinstance(record.get("tags"), dict) else {}
+    reference = tags.get("reference") if isinstance(tags.get("reference"), dict) else {}
     points, rank_map = hints.get("points") or {}, hints.get("rank_map") or {}
     row: dict[str, Any] = {
         "run_id": record["run_id"], "status": record["status"], "created_at": record.get("created_at"),
@@ -138,6 +150,9 @@ def run_row(path: Path, record: schema.Record) -> dict[str, Any]:
         "data_source": (record.get("data") or {}).get("source"),
         "predictions_file": (record.get("predictions") or {}).get("file"),
         "env_fingerprint": ((record.get("environment") or {}).get("fingerprint") or {}).get("id"),
+        "task_origin": task.get("origin"), "reference_source": reference.get("source"),
+        "reference_metric": reference.get("metric"), "reference_value": reference.get("value"),
+        "reference_std": reference.get("std"),
     }
     row.update({k: v for k, v in (metrics.get("final") or {}).items() if "/" in k})
     row.update(record.get("measurements") or {})
@@ -153,6 +168,8 @@ def _keys(record: schema.Record) -> dict[str, Any]:
             "task": _text(task.get("name")), "task_version": _text(task.get("version")),
             "model": _text(model.get("name")), "weights_sha256": model.get("weights_sha256"),
             "profile": record.get("profile"), "variant": _text(record.get("variant", {}).get("name")),
+            "primary_metric": schema.primary_key(record),
+            "data_fingerprint": (record.get("data") or {}).get("fingerprint"),
             "config": _canonical(config_settings(record)), "seed": record["seed"]}
 
 

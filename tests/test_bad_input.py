@@ -10,7 +10,6 @@ lives: the command line, a matrix file, a task file, a data file, a model folder
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,5 +1,5 @@
-"""The HTML report in a real headless Chromium: it loads offline with no console message, and shows its tables
-and its charts (every image decoded: the page's script marks each ``img`` with ``data-state``).
+"""The HTML report in a real headless Chromium: it loads offline with no console message, shows the answer first,
+then its tables and its charts (every image decoded: the page's script marks each ``img`` with ``data-state``).
 
 Uses Chromium's own command-line modes (``--dump-dom``, ``--screenshot``), no extra Python dependency. Skipped
 when Chromium is not installed (``apt-get install -y chromium``).
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from adapterbench.reports.build import write_report
+from adapterbench.reports.model import table_parts
 
 pytestmark = pytest.mark.browser
 
@@ -46,24 +47,44 @@ class Dom(HTMLParser):
         self.body_rows = 0
         self.images: list[dict[str, str | None]] = []
         self.headings: list[str] = []
+        self.answer_tables = 0  # tables inside <section id="answer">
+        self.answer_rows: list[list[str]] = []  # its body rows, as text
+        self.first_h2_after_answer = None  # the heading that follows the answer section
         self._in_tbody = False
         self._heading = False
+        self._in_answer = False
+        self._answer_done = False
+        self._cell = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "section" and attrs.get("id") == "answer":
+            self._in_answer = True
         if tag == "table":
             self.tables += 1
+            self.answer_tables += self._in_answer
         elif tag == "tbody":
             self._in_tbody = True
         elif tag == "tr" and self._in_tbody:
             self.body_rows += 1
+            if self._in_answer:
+                self.answer_rows.append([])
+        elif tag == "td" and self._in_answer:
+            self._cell = ""
         elif tag == "img":
             self.images.append(attrs)
         elif tag in ("h2", "h3"):
             self._heading = True
             self.headings.append("")
+            if tag == "h2" and self._answer_done and self.first_h2_after_answer is None:
+                self.first_h2_after_answer = len(self.headings) - 1
 
     def handle_endtag(self, tag):
+        if tag == "section" and self._in_answer:
+            self._in_answer, self._answer_done = False, True
+        if tag == "td" and self._cell is not None:
+            self.answer_rows[-1].append(self._cell)
+            self._cell = None
         if tag == "tbody":
             self._in_tbody = False
         elif tag in ("h2", "h3"):
@@ -72,6 +93,8 @@ class Dom(HTMLParser):
     def handle_data(self, data):
         if self._heading:
             self.headings[-1] += data
+        if self._cell is not None:
+            self._cell += data
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +114,20 @@ def test_report_loads_without_console_errors_and_shows_tables_and_charts(report,
     dom = Dom()
     dom.feed(result.stdout)
     groups = [g for t in model.tasks for g in t.groups]
-    assert dom.tables == len(groups) + 1  # one per comparable group, and the failed runs
-    assert dom.body_rows == sum(len(g.table.rows) for g in groups) + len(model.failed)
+    answer = [b for b in model.answer if b.headers]
+    parts = [part for g in groups for part in table_parts(g.table)]
+    # The answer's tables, each group table in its parts (metrics, size, time and memory), the failed runs.
+    assert dom.answer_tables == len(answer) >= 3  # summary, one per comparable group, across tasks
+    assert dom.tables == len(answer) + len(parts) + 1
+    assert len(parts) >= 3 * len(groups)
+    assert dom.body_rows == (sum(len(b.rows) for b in answer) + sum(len(rows) for _, _, rows in parts)
+                             + len(model.failed))
+    # The answer comes first: its heading is the page's first h2, and each comparable group has a verdict.
+    assert dom.headings[0] == "The answer"
+    assert dom.first_h2_after_answer is not None and dom.headings.index("sst2") >= dom.first_h2_after_answer
+    summary = [row for row in dom.answer_rows if len(row) == 7]
+    assert len(summary) == len(groups)
+    assert {row[2] for row in summary} == {g.answer.best for g in groups}
     charts = sum(len(g.charts) for g in groups)
     assert charts >= 5 and len(dom.images) == charts
     assert all((img.get("src") or "").startswith("data:image/png;base64,") for img in dom.images)

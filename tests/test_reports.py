@@ -189,15 +189,19 @@ def test_evaluation_points_give_one_row_each_labelled_as_the_variant_declares(mi
 
 def test_pareto_set_and_best_marks_match_a_brute_force_over_the_records(mixed):
     table = table_of(mixed)
-    means = {}  # label -> (params/trainable, primary), from the JSON files
+    means = {}  # label -> (deployed adapter + head, primary), from the JSON files
     for variant in ("lora", "bitfit", "full", "head", "adalora"):
         records = main_group(mixed, variant)
-        means[variant] = (statistics.fmean(r["measurements"]["params/trainable"] for r in records),
+        means[variant] = (statistics.fmean(r["measurements"]["params/deployed_adapter"]
+                                           + r["measurements"]["params/trainable_head"] for r in records),
                           statistics.fmean(r["metrics"]["primary"]["value"] for r in records))
     for p in (1, 2, 3, 4):
         records = main_group(mixed, "dylora")
-        means[f"dylora@r={p}"] = (records[0]["measurements"]["params/trainable"], statistics.fmean(
-            q["validation/accuracy"] for r in records for q in r["metrics"]["points"] if q["point"] == p))
+        points = [q for r in records for q in r["metrics"]["points"] if q["point"] == p]
+        means[f"dylora@r={p}"] = (points[0]["params/deployed_adapter"]  # each rank keeps its own count
+                                  + records[0]["measurements"]["params/trainable_head"],
+                                  statistics.fmean(q["validation/accuracy"] for q in points))
+    assert len({c for label, (c, _) in means.items() if label.startswith("dylora")}) == 4
     pareto = {a for a, (ca, va) in means.items()
               if not any(cb <= ca and vb >= va and (cb < ca or vb > va) for b, (cb, vb) in means.items() if b != a)}
     assert {r.label for r in table.rows if r.pareto} == pareto

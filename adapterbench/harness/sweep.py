@@ -137,11 +137,12 @@ def final_overrides(variant: str, chosen: dict[str, Any], profile: str) -> dict[
 def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]], seeds: list[int], model: str,
               profile: str, overrides: dict[str, Any], data_dir: str | None, out: str, holdout: int = DEFAULT_HOLDOUT,
               trial_seed: int | None = None, force: bool = False, isolate: bool = True,
-              stream: TextIO | None = None, final_out: str | None = None) -> int:
+              stream: TextIO | None = None, final_out: str | None = None, trials_only: bool = False) -> int:
     """Trials, selection and finals (see the module docstring); returns 0 when every final run is ok.
 
     ``final_out`` puts the finals in another results folder (default ``<out>/final``), for example the
-    leaderboard's, where runs with the same identity are then already done.
+    leaderboard's, where runs with the same identity are then already done. ``trials_only`` stops after the
+    trials (several processes can share the trials of one sweep, each claiming runs; selection then waits for all).
     """
     out_dir = Path(out)
     name = out_dir.name
@@ -156,12 +157,14 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
     trials = plan_trials(variants, tasks, grid, trial_seed, model, profile, overrides, data_dir, out_dir, holdout,
                          name)
     preflight(trials)
-    run_matrix(trials, force=force, isolate=isolate, stream=stream)
+    trials_code = run_matrix(trials, force=force, isolate=isolate, stream=stream)
+    if trials_only:
+        return trials_code
 
     summary: dict[str, Any] = {"sweep": name, "profile": profile, "model": model, "grid": grid,
                                "trials_per_variant": len(grid_points(grid)), "holdout_examples": holdout,
                                "trial_seed": trial_seed, "seeds": seeds, "selection_split": HOLDOUT_SPLIT,
-                               "tasks": {}}
+                               "finals": final_out or str(out_dir / "final"), "tasks": {}}
     finals: list[RunSpec] = []
     for task_name in tasks:
         task = get_task(task_name)
@@ -206,7 +209,8 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
              f"(`Nx` = N times the variant's paper learning rate), seed {summary['trial_seed']}.",
              "", f"**Selection did not see the reported split**: each trial trained without, and was scored on, "
                  f"{summary['holdout_examples']} examples held out of the training split (`{HOLDOUT_SPLIT}`); "
-                 f"the chosen setting was then rerun on seeds {summary['seeds']} and evaluated on the dev split.", ""]
+                 f"the chosen setting was then rerun on seeds {summary['seeds']} and evaluated on the dev split "
+                 f"(records in `{summary.get('finals', 'final/')}`).", ""]
     for task_name, task in summary["tasks"].items():
         lines += [f"## {task_name} (held-out {task['metric']}, "
                   f"{'higher' if task['greater_is_better'] else 'lower'} is better)", "",

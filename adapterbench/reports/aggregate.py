@@ -11,8 +11,10 @@ Two kinds of marks help reading a table:
 * the best value of each column, by the column's direction (:data:`adapterbench.schema.MEASURES`; the primary
   metric by the task's ``greater_is_better``; other metrics by :func:`adapterbench.schema.metric_direction`),
   marked when at least two rows have a value and not all values are equal;
-* the Pareto set: rows that no other row beats on both the primary metric and the trainable parameters
-  (adapter + head), i.e. ``{i : no j with cost_j <= cost_i and value_j >= value_i, one strictly}``.
+* the Pareto set: rows that no other row beats on both the primary metric and the parameters a deployment keeps
+  for the task (:func:`cost_value`), i.e. ``{i : no j with cost_j <= cost_i and value_j >= value_i, one strictly}``.
+
+:attr:`Stat.interval` (a 95% interval, and which one) is filled afterwards by :mod:`adapterbench.reports.intervals`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Stat:
     std: float | None  # None with a single value
     n: int
     interval: tuple[float, float] | None = None  # a confidence interval, where adapterbench.stats gives one
+    interval_kind: str | None = None  # "seeds" (t over seeds) or "examples" (bootstrap over examples)
 
 
 def stat(values: Sequence[Any]) -> Stat | None:
@@ -166,11 +169,25 @@ def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
+def deployed_cost(row: Row) -> float | None:
+    """Parameters a deployment keeps for the task: the adapter as deployed plus the task head.
+
+    ``params/deployed_adapter`` (v2; an evaluation point's own count, e.g. DyLoRA's rank b) where the record has
+    it, else every trainable adapter parameter (v1 records); the head is added so that a head-only row costs
+    more than nothing (a log axis can show it) while the order between adapters, which share the head, stays.
+    """
+    head = row.mean(schema.PARAMS_HEAD.key)
+    adapter = row.mean(schema.PARAMS_DEPLOYED.key)
+    if adapter is None:
+        adapter = row.mean(schema.PARAMS_ADAPTER.key)
+    if adapter is None or head is None:  # a record without the parts: the trainable total is the same number
+        return row.mean(schema.PARAMS_TRAINABLE.key)
+    return adapter + head
+
+
 def cost_value(row: Row) -> tuple[float, float] | None:
-    cost, value = row.mean(schema.PARAMS_TRAINABLE.key), row.mean("primary")
-    if cost is None:  # a record without the total: adapter + head is the same number
-        a, h = row.mean(schema.PARAMS_ADAPTER.key), row.mean(schema.PARAMS_HEAD.key)
-        cost = a + h if a is not None and h is not None else None
+    """(:func:`deployed_cost`, primary mean) of a row, the two axes of the Pareto set."""
+    cost, value = deployed_cost(row), row.mean("primary")
     return None if cost is None or value is None else (cost, value)
 
 

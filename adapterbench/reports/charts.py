@@ -19,6 +19,7 @@ import pandas as pd
 
 from adapterbench.reports.aggregate import GroupTable, Row, cost_value
 from adapterbench.reports.collect import config_ids, label_configs
+from adapterbench.reports.labels import numbered_labels
 from adapterbench.reports.units import bytes_unit
 from adapterbench.results import parse_module_name
 from adapterbench.schema import PEAK_MEMORY, TRAIN_SPS
@@ -56,49 +57,89 @@ def palette(names: Sequence[str]) -> dict[str, Any]:
     return {name: cmap(i % 10) for i, name in enumerate(sorted(set(names)))}
 
 
-# ---- Pareto: metric against trainable parameters -------------------------------------------------------
+# ---- Pareto: metric against parameters as deployed --------------------------------------------------------
+def error_bar(row: Row, key: str = "primary") -> tuple[float, float]:
+    """(below, above) the mean: the row's 95% interval where it has one, else ± its std (0 without)."""
+    s = row.stats.get(key)
+    if s is None:
+        return 0.0, 0.0
+    if s.interval:
+        return max(0.0, s.mean - s.interval[0]), max(0.0, s.interval[1] - s.mean)
+    return (s.std or 0.0), (s.std or 0.0)
+
+
+def bar_words(rows: Sequence[Row], key: str = "primary") -> str:
+    """What the error bars of ``rows`` show, for the axis label."""
+    with_interval = [r for r in rows if r.stats.get(key) and r.stats[key].interval]
+    if not with_interval:
+        return "mean ± std over seeds"
+    return "mean, 95% interval" if len(with_interval) == len(rows) else "mean, 95% interval (± std where none)"
+
+
 def pareto_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path | None:
-    """Primary metric (mean ± std) against trainable parameters, log x, with the Pareto frontier drawn."""
+    """Primary metric (error bars: the table's intervals) against parameters as deployed, log x, with the Pareto
+    frontier. Every spot is numbered next to its marker without overlap; the key beside the chart maps numbers
+    to rows (rows drawn at one spot share a number)."""
+    from matplotlib.lines import Line2D
+
     points = [(row, cv) for row in table.rows if (cv := cost_value(row)) is not None]
     if len(points) < 2:  # one point has no trade-off to show; the table says it all
         return None
-    fig = _figure()
+    spots = sorted(point_clusters(points), key=lambda c: (c[0][0], c[0][1]))
+    fig = _figure(10.0, 5.0)
     ax = fig.add_subplot()
     _style(ax)
-    seen = set()
-    for row, (cost, value) in points:
-        std = row.stats["primary"].std if row.stats.get("primary") else None
-        variant = row.config.variant
-        ax.errorbar(cost, value, yerr=std or 0.0, fmt="o", ms=7, color=colors.get(variant), capsize=3,
-                    markeredgecolor="black" if row.pareto else "white", markeredgewidth=1.4 if row.pareto else 0.8,
-                    label=variant if variant not in seen else None, zorder=3)
-        seen.add(variant)
-    values = [v for _, (_, v) in points]
-    span = (max(values) - min(values)) or 1.0
-    placed: list[tuple[float, float]] = []  # (log10 cost, value) of the labels on the right so far
-    for (cost, value), rows in sorted(point_clusters(points), key=lambda c: c[0]):
-        if len(rows) == 1 and rows[0].point is not None:
-            # Evaluation points of one run share its parameter count: label them "r=4" on the left so they do
-            # not collide with the labels of other variants, which sit on the right.
-            ax.annotate(rows[0].point_label, (cost, value), xytext=(-7, 0), textcoords="offset points",
-                        fontsize=7.5, color="#4b5563", ha="right", va="center")
-            continue
-        # Labels of nearby points (within half a decade, 5% of the value range) are stacked downwards.
-        near = sum(1 for x, y in placed if abs(x - math.log10(cost)) < 0.5 and abs(y - value) < 0.05 * span)
-        placed.append((math.log10(cost), value))
-        ax.annotate(cluster_label(rows), (cost, value), xytext=(7, 4 - 11 * near), textcoords="offset points",
-                    fontsize=8, color="#374151")
+    handles, labels = [], []
+    for number, ((cost, value), rows) in enumerate(spots, start=1):
+        lead = rows[0]
+        below, above = error_bar(lead)
+        pareto = any(r.pareto for r in rows)
+        color = colors.get(lead.config.variant)
+        ax.errorbar(cost, value, yerr=[[below], [above]], fmt="o", ms=7, color=color, capsize=3, elinewidth=1.1,
+                    markeredgecolor="black" if pareto else "white", markeredgewidth=1.4 if pareto else 0.8,
+                    zorder=3)
+        handles.append(Line2D([], [], marker="o", linestyle="none", color=color, markersize=6,
+                              markeredgecolor="black" if pareto else "white"))
+        labels.append(f"{number}  {cluster_label(rows)}")
     front = sorted((cv for row, cv in points if row.pareto), key=lambda cv: cv[0])
     if len(front) > 1:
-        ax.plot([c for c, _ in front], [v for _, v in front], "--", color="#111827", linewidth=1.2,
-                label="Pareto frontier", zorder=2, drawstyle="steps-post")
+        ax.plot([c for c, _ in front], [v for _, v in front], "--", color="#111827", linewidth=1.2, zorder=2,
+                drawstyle="steps-post")
+        handles.append(Line2D([], [], linestyle="--", color="#111827"))
+        labels.append("Pareto frontier (◆)")
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters, adapter + head (count, log scale)")
+    ax.set_xlim(*_log_limits([c for (c, _), _ in spots]))
+    ax.set_ylim(*_value_limits([v for (_, v), _ in spots], [error_bar(rows[0]) for _, rows in spots]))
+    ax.set_xlabel("parameters as deployed: adapter kept + task head (count, log scale)")
     direction = "higher is better" if table.greater_is_better else "lower is better"
-    ax.set_ylabel(f"{table.primary} (mean ± std over seeds)")
-    ax.set_title(f"{table.key.task}: {table.primary} against trainable parameters ({direction})", fontsize=11)
-    ax.legend(fontsize=8, loc="lower right", frameon=True, framealpha=0.9, edgecolor="#e5e7eb")
+    ax.set_ylabel(f"{table.primary} ({bar_words([rows[0] for _, rows in spots])})", fontsize=9)
+    ax.set_title(f"{table.key.task}: {table.primary} against deployed parameters ({direction})", fontsize=11)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False, title="key",
+               title_fontsize=8, alignment="left")
+    bars = [((c, v - b), (c, v + a)) for ((c, v), rows) in spots for b, a in [error_bar(rows[0])]]
+    steps = [seg for (c0, v0), (c1, v1) in zip(front, front[1:]) for seg in (((c0, v0), (c1, v0)), ((c1, v0), (c1, v1)))]
+    numbered_labels(ax, fig, [spot for spot, _ in spots], [str(n) for n in range(1, len(spots) + 1)], 8.5,
+                     [*bars, *steps])
     return _save(fig, path)
+
+
+def _log_limits(costs: Sequence[float]) -> tuple[float, float]:
+    """A log axis with a fifth of a decade of room on both sides, for the labels."""
+    low, high = math.log10(min(costs)), math.log10(max(costs))
+    pad = max(0.2, 0.08 * (high - low))
+    return 10 ** (low - pad), 10 ** (high + pad)
+
+
+def _value_limits(values: Sequence[float], bars: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The metric axis: every mean with room for its label, and the error bars unless one is so wide (two seeds
+    give a t interval of ±12.7 standard errors) that it would flatten every difference; those are cut at the
+    edge."""
+    low, high = min(values), max(values)
+    span = max(high - low, 0.02)
+    reach = 0.4 * span
+    lows = [v - min(b, reach) for v, (b, _) in zip(values, bars)]
+    highs = [v + min(a, reach) for v, (_, a) in zip(values, bars)]
+    return min(lows) - 0.08 * span, max(highs) + 0.08 * span
 
 
 def point_clusters(points: Sequence[tuple[Row, tuple[float, float]]]
@@ -258,9 +299,10 @@ def points_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path 
     _style(ax)
     for label, rows in series.items():
         xs = [r.point if numeric else categories.index(r.point_label) for r in rows]
-        ax.errorbar(xs, [r.stats["primary"].mean for r in rows],
-                    yerr=[r.stats["primary"].std or 0.0 for r in rows], marker="o", capsize=3,
-                    color=colors.get(rows[0].config.variant), label=f"{label} (n={rows[0].stats['primary'].n})")
+        bars = [error_bar(r) for r in rows]
+        ax.errorbar(xs, [r.stats["primary"].mean for r in rows], yerr=[[b for b, _ in bars], [a for _, a in bars]],
+                    marker="o", capsize=3, color=colors.get(rows[0].config.variant),
+                    label=f"{label} (n={rows[0].stats['primary'].n})")
     scale = table.points_scale if numeric else "category"
     if scale in ("log2", "log") and all(r.point > 0 for rows in series.values() for r in rows):
         ax.set_xscale("log", base=2 if scale == "log2" else 10)
@@ -271,7 +313,9 @@ def points_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path 
         ax.set_xticks(range(len(categories)), categories)
     axis = table.points_axis or "evaluation point"
     ax.set_xlabel(axis + (" (log scale)" if ax.get_xscale() == "log" else ""))
-    ax.set_ylabel(f"{table.primary} (mean ± std over seeds)")
+    ax.set_ylabel(f"{table.primary} ({bar_words([r for rows in series.values() for r in rows])})", fontsize=9)
+    means = [r.stats["primary"].mean for rows in series.values() for r in rows]
+    ax.set_ylim(*_value_limits(means, [error_bar(r) for rows in series.values() for r in rows]))
     ax.set_title(f"{table.key.task}: {table.primary} at each {axis}", fontsize=11)
     ax.legend(fontsize=8, frameon=False)
     return _save(fig, path)

@@ -139,11 +139,16 @@ class GroupKey:
     model: str
     weights_sha256: str
     profile: str
+    primary_metric: str = ""  # "<split>/<metric>": a sweep's held-out trials are not dev runs
+    data_fingerprint: str = ""  # v1 records have none
 
     def describe(self) -> str:
         sha = self.weights_sha256[:12] or "unknown"
-        return (f"{self.task} v{self.task_version or '?'} · {self.model or 'unknown model'} "
+        text = (f"{self.task} v{self.task_version or '?'} · {self.model or 'unknown model'} "
                 f"(weights sha256 {sha}) · profile {self.profile or '?'}")
+        if self.primary_metric and not self.primary_metric.startswith(("validation/", "test/")):
+            text += f" · scored on {self.primary_metric.split('/')[0]}"
+        return text
 
     @classmethod
     def of(cls, row: Any) -> GroupKey:
@@ -158,7 +163,8 @@ def group_keys(frame: pd.DataFrame) -> pd.Series:
 
 
 _GROUP_FIELD_NAMES = {"task": "task", "task_version": "task version", "model": "model name",
-                      "weights_sha256": "model weights", "profile": "profile"}
+                      "weights_sha256": "model weights", "profile": "profile",
+                      "primary_metric": "scored split and metric", "data_fingerprint": "data (fingerprint)"}
 
 
 def group_differences(keys: Sequence[GroupKey]) -> dict[str, list[str]]:

@@ -1,7 +1,8 @@
 """The HTML report (``report.html``): one self-contained file.
 
 Charts are embedded as base64 PNG data URIs and the style sheet is inline, so the file opens offline and can be
-mailed or attached to a CI run on its own. Every piece of text that comes from a record is escaped with
+mailed or attached to a CI run on its own. The answer comes first (``<section id="answer">``), right under the
+title; each group table follows in its parts (metrics, then costs). Every piece of text that comes from a record is escaped with
 :func:`html.escape`. The one script only marks each chart as loaded or broken (``data-state``), which makes a
 chart that failed to decode visible, and lets the browser test check the images.
 """
@@ -24,7 +25,7 @@ from adapterbench.reports.model import (
     Report,
     failed_table,
     run_count,
-    table_cells,
+    table_parts,
 )
 
 CSS = """
@@ -73,6 +74,11 @@ figure img { width:100%; height:auto; display:block; }
 img[data-state="broken"] { outline:3px solid var(--bad); min-height:60px; }
 figcaption { font-size:13px; color:var(--muted); margin-top:6px; }
 .legend { font-size:13px; color:var(--muted); }
+section.answer { background:var(--card); border:1px solid var(--line); border-radius:12px; padding:4px 22px 18px;
+                 margin:20px 0 8px; }
+section.answer h2 { margin-top:18px; }
+section.answer td.text { white-space:normal; min-width:90px; }
+.part { font-size:12.5px; color:var(--muted); margin:10px 0 4px; }
 footer { margin-top:48px; font-size:12px; color:var(--muted); }
 """
 
@@ -112,7 +118,8 @@ def _anchor(index: int) -> str:
 
 def _block(block: Block, anchor: str = "", classes: Sequence[str] = ()) -> list[str]:
     ident = f' id="{anchor}"' if anchor else ""
-    parts = [f"<h2{ident}>{escape(block.title)}</h2>"] + [f"<p>{escape(p)}</p>" for p in block.paragraphs]
+    h = f"h{block.level}"
+    parts = [f"<{h}{ident}>{escape(block.title)}</{h}>"] + [f"<p>{escape(p)}</p>" for p in block.paragraphs]
     if block.headers:
         parts.append(_table(block.headers, block.rows, classes))
     return parts
@@ -127,16 +134,18 @@ def _summary(report: Report) -> list[str]:
              f'{" #" + str(i + 1) if len(t.groups) > 1 else ""}</a>'
              for t in report.tasks for i, g in enumerate(t.groups)]
     links.append(f'<a href="#failed">failed runs ({len(report.failed)})</a>')
+    if report.answer:
+        links.insert(0, '<a href="#answer">the answer</a>')
     return parts + ["</dl>", "<nav>" + "".join(links) + "</nav>", f'<p class="legend">{escape(LEGEND)}</p>']
 
 
 def _group(section) -> list[str]:
     t = section.table
     direction = "higher is better" if t.greater_is_better else "lower is better"
-    headers, rows = table_cells(t)
     parts = [f'<h3 id="{_anchor(section.index)}">{escape(t.key.describe())}</h3>',
-             f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); {run_count(t)} run(s).</p>',
-             _table(headers, rows, classes=["", "", "pareto"])]
+             f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); {run_count(t)} run(s).</p>']
+    for caption, headers, rows in table_parts(t):
+        parts += [f'<p class="part">{escape(caption)}</p>', _table(headers, rows, classes=["", "", "pareto"])]
     return parts
 
 
@@ -155,9 +164,12 @@ def render_html(report: Report, folder: Path) -> str:
              "<title>adapterbench report</title>", f"<style>{CSS}</style></head><body><main>",
              "<h1>adapterbench report</h1>",
              f'<p class="sub">Generated {escape(report.generated_at)} by <code>bench report</code>.</p>']
-    parts += _summary(report)
     if report.answer:
-        parts += _block(report.answer, "answer")
+        parts.append('<section class="answer" id="answer">')
+        for block in report.answer:
+            parts += _block(block)
+        parts.append("</section>")
+    parts += _summary(report)
     for task in report.tasks:
         parts.append(f"<h2>{escape(task.task)}</h2>")
         if task.explanation:

@@ -1,4 +1,5 @@
-"""The Markdown report (``report.md``): the report model in Markdown, charts linked as PNG files.
+"""The Markdown report (``report.md``): the report model in Markdown, charts linked as PNG files. The answer
+comes first, right under the title; each group table follows in its parts (metrics, then costs).
 
 Text from records (error messages, names) is escaped: pipes cannot break a table, and ``<``/``>``/``&`` cannot
 become HTML in renderers that allow inline HTML.
@@ -19,7 +20,7 @@ from adapterbench.reports.model import (
     Report,
     failed_table,
     run_count,
-    table_cells,
+    table_parts,
 )
 
 
@@ -42,7 +43,7 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
 
 
 def md_block(block: Block) -> list[str]:
-    out = [f"## {md_escape(block.title)}", ""]
+    out = [f"{'#' * block.level} {md_escape(block.title)}", ""]
     for paragraph in block.paragraphs:
         out += [md_escape(paragraph), ""]
     if block.headers:
@@ -52,11 +53,12 @@ def md_block(block: Block) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     out = ["# adapterbench report", "", f"Generated {report.generated_at}.", ""]
+    for block in report.answer:
+        out += md_block(block)
+    out += ["## The runs", ""]
     for key, title in SUMMARY_FIELDS:
         out.append(f"- **{title}:** {md_escape(report.summary.get(key, '—'))}")
     out += ["", md_escape(LEGEND) + " Best values are in **bold**.", ""]
-    if report.answer:
-        out += md_block(report.answer)
     for task in report.tasks:
         out += [f"## {md_escape(task.task)}", ""]
         if task.explanation:
@@ -66,8 +68,8 @@ def render_markdown(report: Report) -> str:
             direction = "higher is better" if t.greater_is_better else "lower is better"
             out += [f"### {md_escape(t.key.describe())}", "",
                     f"Primary metric: {md_escape(t.primary)} ({direction}); {run_count(t)} run(s).", ""]
-            headers, rows = table_cells(t)
-            out += [md_table(headers, rows), ""]
+            for caption, headers, rows in table_parts(t):
+                out += [f"*{md_escape(caption)}*", "", md_table(headers, rows), ""]
             for chart in section.charts:
                 out += [f"![{md_escape(chart.title)}]({chart.file})", "", f"*{md_escape(chart.caption)}*", ""]
     failed = failed_table(report.failed)

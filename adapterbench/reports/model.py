@@ -8,11 +8,11 @@ here, once. ::
     collection = Collection.of(found, skipped)        # frames of adapterbench.results; newest record per run
     groups     = ok evaluation points by GroupKey      # comparable: same task+version, model+weights, profile
     tables     = aggregate_group(points, runs)         # rows, mean ± std, best marks, Pareto set
+    intervals  = fill_intervals(table, ...)            # Stat.interval of every metric cell (reports.intervals)
+    answer     = build_answer(groups, ...)             # Report.answer: blocks shown first (reports.answer)
     charts     = per group: Pareto, resources, evaluation points, trend, rank maps (as the variants declare)
 
-Two places are left for what a later analysis adds: :attr:`Report.answer` (a :class:`Block` shown first: the
-answer to the question the runs were made for) and :attr:`Stat.interval` on every aggregated number (shown as
-``[lo, hi]`` after the mean when set); :mod:`adapterbench.stats` fills them.
+Tables are rendered in parts (:func:`table_parts`): the metrics, then the costs, so that a table fits the page.
 """
 
 from __future__ import annotations
@@ -25,10 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from adapterbench import stats
 from adapterbench.reports import charts
 from adapterbench.reports.aggregate import GroupTable, Stat, aggregate_group
+from adapterbench.reports.answer import GroupInput, build_answer
+from adapterbench.reports.blocks import Block, Cell
 from adapterbench.reports.collect import Collection, GroupKey, explain_groups, group_keys
+from adapterbench.reports.intervals import Evidence, fill_intervals, group_evaluations
 from adapterbench.reports.units import FORMATTERS, fmt_metric
+from adapterbench.stats.intervals import N_RESAMPLES
 
 SUMMARY_FIELDS = (("tasks", "Tasks"), ("variants", "Variants"), ("models", "Models"), ("profiles", "Profiles"),
                   ("runs", "Runs"), ("groups", "Comparable groups"), ("seeds", "Seeds"), ("dates", "Run dates"),
@@ -37,29 +42,17 @@ GROUPING = ("Records are averaged together only when the task version, the model
             "profile are equal; otherwise each set gets its own table.")
 LEGEND = ("How to read the tables: one row per variant configuration, and per evaluation point for variants "
           "evaluated at several (variant@point, as the variant labels its points); metrics are mean ± sample std "
-          "over seeds, with n the number of seeds; the other columns are means over seeds. The best value of each "
-          "column is marked (↑ higher is better, ↓ lower is better; not marked when all rows agree). ◆ marks the "
-          "Pareto set: no other row has both a better primary metric and fewer trainable parameters (adapter + "
-          "head, counted by requires_grad).")
+          "over seeds, with n the number of seeds, then the 95% interval [low, high]: ˢ the Student-t interval "
+          "over seeds, ᵉ a bootstrap over the evaluation examples (from the predictions the runs stored; the only "
+          "one a single seed has); where both exist the wider is shown. The other columns are means over seeds. "
+          "The best value of each column is marked (↑ higher is better, ↓ lower is better; not marked when all "
+          "rows agree). ◆ marks the Pareto set: no other row has both a better primary metric and fewer "
+          "parameters as deployed (the adapter a deployment keeps, plus the task head).")
+INTERVAL_MARKS = {"seeds": "ˢ", "examples": "ᵉ"}
+SIZE_NAMESPACES = ("params", "checkpoint")
+METRICS_PER_PART = 4  # metric columns per table part; each cell holds a mean, a std and an interval
 FAILED_INTRO = "Runs that did not finish are not in the tables above; they are listed here with their error."
 FAILED_HEADERS = ("task", "variant", "seed", "status", "error type", "message", "record")
-
-
-@dataclass(frozen=True)
-class Cell:
-    text: str
-    best: bool = False
-    numeric: bool = True
-
-
-@dataclass
-class Block:
-    """A titled section of text and an optional table, rendered the same way by every writer."""
-
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    headers: Sequence[str] = ()
-    rows: list[list[Cell]] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +67,7 @@ class GroupSection:
     index: int
     table: GroupTable
     charts: list[Chart] = field(default_factory=list)
+    answer: stats.TaskAnswer | None = None  # this group's verdicts (reports.answer)
 
 
 @dataclass
@@ -91,7 +85,7 @@ class Report:
     tasks: list[TaskSection]
     summary: dict[str, str]
     notes: list[str]
-    answer: Block | None = None  # filled by adapterbench.stats: shown before the tables
+    answer: list[Block] = field(default_factory=list)  # reports.answer: rendered first by every writer
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -107,7 +101,9 @@ def stat_text(s: Stat | None, kind: str) -> str:
     if kind != "metric":
         return FORMATTERS[kind](s.mean if s else None)
     text = fmt_metric(s.mean, s.std) if s else fmt_metric(None)
-    return text + (f" [{s.interval[0]:.4f}, {s.interval[1]:.4f}]" if s and s.interval else "")
+    if not (s and s.interval):
+        return text
+    return text + f" [{s.interval[0]:.4f}, {s.interval[1]:.4f}]{INTERVAL_MARKS.get(s.interval_kind or '', '')}"
 
 
 def table_cells(table: GroupTable) -> tuple[list[str], list[list[Cell]]]:
@@ -121,6 +117,26 @@ def table_cells(table: GroupTable) -> tuple[list[str], list[list[Cell]]]:
         cells += [Cell(stat_text(row.stats.get(c.key), c.kind), best=c.key in row.best) for c in table.columns]
         rows.append(cells)
     return headers, rows
+
+
+def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART) -> list[tuple[str, list[str],
+                                                                                  list[list[Cell]]]]:
+    """The group table split to fit a page: (caption, headers, rows) for the metrics, ``per_part`` metric
+    columns at a time, then the sizes (parameters, checkpoint), then time and memory; each part repeats the
+    variant, n and Pareto columns."""
+    headers, rows = table_cells(table)
+    lead = 3  # variant, n, Pareto
+    metrics = [i for i, c in enumerate(table.columns, start=lead) if c.kind == "metric"]
+    sizes = [i for i, c in enumerate(table.columns, start=lead)
+             if c.kind != "metric" and c.key.split("/")[0] in SIZE_NAMESPACES]
+    speed = [i for i, c in enumerate(table.columns, start=lead) if c.kind != "metric" and i not in sizes]
+    chunks = [metrics[k:k + per_part] for k in range(0, len(metrics), per_part)]
+    parts = [("metrics" if len(chunks) == 1 else f"metrics ({n} of {len(chunks)})", chunk)
+             for n, chunk in enumerate(chunks, start=1)]
+    parts += [(caption, columns) for caption, columns in (("size (means over seeds)", sizes),
+                                                          ("time and memory (means over seeds)", speed)) if columns]
+    return [(caption, [*headers[:lead], *(headers[i] for i in columns)],
+             [[*r[:lead], *(r[i] for i in columns)] for r in rows]) for caption, columns in parts]
 
 
 def failed_table(failed: pd.DataFrame) -> list[list[Cell]]:
@@ -176,15 +192,18 @@ def _charts_of(key: GroupKey, table: GroupTable, past: pd.DataFrame, colors: dic
                                                                                                Callable]]:
     """(kind, title, caption, draw) of the charts of one group."""
     return [
-        ("pareto", f"{key.task}: metric against trainable parameters",
-         "Each point is a variant (mean ± std over seeds); the dashed line joins the Pareto set (◆ in the table): "
-         "no other variant is better on both the metric and the parameter count.",
+        ("pareto", f"{key.task}: metric against parameters as deployed",
+         "Each numbered point is a row of the table (the key beside the chart maps numbers to rows; rows at one "
+         "spot share a number). Error bars: the table's 95% interval (± std where it has none), cut at the "
+         "chart's edge when wider. The dashed line joins the Pareto set (◆ in the table): no other row is better "
+         "on both the metric and the parameters as deployed.",
          lambda p: charts.pareto_chart(table, p, colors)),
         ("resources", f"{key.task}: peak memory and throughput",
          "Peak training memory and training throughput per configuration (mean, error bar = std); the best bar "
          "of each panel is outlined.", lambda p: charts.resource_chart(table, p, colors)),
         ("points", f"{key.task}: metric at each {table.points_axis or 'evaluation point'}",
-         "Variants evaluated at several points after one training run: the metric at each point.",
+         "Variants evaluated at several points after one training run: the metric at each point (error bars: "
+         "the table's 95% interval, ± std where it has none).",
          lambda p: charts.points_chart(table, p, colors)),
         ("trend", f"{key.task}: trend over run dates",
          "Primary metric and throughput per configuration across run dates (every record, including older "
@@ -216,8 +235,10 @@ def _rank_charts(table: GroupTable, collection: Collection, stem: str, out: Path
     return drawn
 
 
-def build_report(collection: Collection, out: Path, sources: Sequence[str]) -> Report:
-    """Aggregate ``collection`` and draw the charts into ``out`` (which must exist); return the report model."""
+def build_report(collection: Collection, out: Path, sources: Sequence[str], *, alpha: float = 0.05,
+                 n_resamples: int = N_RESAMPLES) -> Report:
+    """Aggregate ``collection``, add intervals and the answer, and draw the charts into ``out`` (which must
+    exist); return the report model. ``n_resamples``: of every bootstrap and permutation test."""
     ok, points = collection.ok, collection.ok_points
     points = points[points["run_id"].isin(ok["run_id"])]
     point_groups = group_keys(points)
@@ -225,9 +246,13 @@ def build_report(collection: Collection, out: Path, sources: Sequence[str]) -> R
     colors = charts.palette(collection.latest["variant"].astype(str).tolist())
     order = sorted(set(point_groups), key=lambda k: (k.task, -int((point_groups == k).sum()), k))
     tasks: dict[str, list[GroupSection]] = {}
+    evidence, inputs, sections = Evidence(), [], {}
     for index, key in enumerate(order, start=1):
         table = aggregate_group(points[point_groups == key], ok)
-        section = GroupSection(index, table)
+        evals = group_evaluations(points[point_groups == key], ok)
+        fill_intervals(table, evals, evidence, level=1 - alpha, n_resamples=n_resamples)
+        inputs.append(GroupInput(index, key, table, evals))
+        section = sections[index] = GroupSection(index, table)
         stem = f"{index:02d}-{_slug(key.task)}"
         for kind, title, caption, draw in _charts_of(key, table, collection.history[history_groups == key], colors):
             if draw(out / f"{stem}-{kind}.png"):
@@ -235,6 +260,9 @@ def build_report(collection: Collection, out: Path, sources: Sequence[str]) -> R
         section.charts += _rank_charts(table, collection, stem, out)
         tasks.setdefault(key.task, []).append(section)
 
+    answers = build_answer(inputs, evidence, alpha=alpha, n_resamples=n_resamples)
+    for index, task_answer in answers.by_group.items():
+        sections[index].answer = task_answer
     task_sections = []
     for task, groups in tasks.items():
         explanation = None
@@ -247,4 +275,4 @@ def build_report(collection: Collection, out: Path, sources: Sequence[str]) -> R
         notes.append(f"{len(collection.older)} older record(s) of the same runs (same run id, earlier "
                      "created_at) were found; tables use the newest record of each run, trend charts use all.")
     return Report(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), list(sources), collection, task_sections,
-                  summarize(collection, sources), notes)
+                  summarize(collection, sources), notes, answers.blocks)

@@ -11,7 +11,7 @@ adalora (2, allocated ranks); a houlsby run that fails (an unknown activation), 
 (lr 1e30); a tiny-ner run (token classification); in ``other-weights/`` an sst2 lora run on other model weights
 (a second comparable group); in ``2024-05-01/`` copies of the lora records dated a day earlier (older records of
 the same runs: the trend charts). ``clean/``: copies of the ok sst2 lora, bitfit, full and dylora records, the
-baseline of the compare tests.
+baseline of the compare tests. Every ok run has its predictions sidecar (``predictions/``, copied with the copies).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def _run(out: Path, task: str, variant: str, seed: int, overrides: dict, model: 
 
 
 def _copy(path: Path, folder: Path, days_earlier: int = 0) -> Path:
+    """A copy of a record and of its predictions sidecar (same relative path, so the copy finds it)."""
     record = json.loads(path.read_text())
     if days_earlier:
         when = datetime.fromisoformat(record["created_at"]) - timedelta(days=days_earlier)
@@ -77,6 +78,10 @@ def _copy(path: Path, folder: Path, days_earlier: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     target.write_text(json.dumps(record, indent=2) + "\n")
+    sidecar = (record.get("predictions") or {}).get("file")
+    if sidecar:
+        (folder / sidecar).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path.parent / sidecar, folder / sidecar)
     return target
 
 
