@@ -1,7 +1,9 @@
 """``bench compare``: exit codes on an identical pair and on degraded copies of records written by the real
 harness (``real_records["clean"]``: sst2 runs of lora and bitfit with 3 seeds, full and dylora with 2, dylora
-evaluated at ranks 1..4). The limits the tests expect are computed here from the record files. Default
-thresholds: metric tolerance max(0.01, 2 x baseline std), throughput 0.8x, memory 1.2x.
+evaluated at ranks 1..4). Here ``clean`` is copied without its prediction sidecars, so the metric is
+judged by the threshold rule (max(0.01, 2 x baseline std)), as for schema v1 records; the paired test on
+predictions is in ``test_compare_paired.py``. The limits the tests expect are computed here from the record
+files. Step time and memory: the baseline's band, median ± max(3 MAD, 5 % / 20 % of the median).
 """
 
 from __future__ import annotations
@@ -16,21 +18,18 @@ from pathlib import Path
 import pytest
 
 from adapterbench.errors import UserError
-from adapterbench.reports.aggregate import Stat
 from adapterbench.reports.cli import compare_command, configure_compare_parser
-from adapterbench.reports.compare import (
-    Thresholds,
-    compare_paths,
-    memory_check,
-    metric_check,
-    throughput_check,
-)
+from adapterbench.reports.compare import compare_paths
+from adapterbench.reports.regression import Rules, threshold_rule
+from adapterbench.stats import band
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _clean(real_records):
+def _clean(real_records, tmp_path_factory):
+    """The clean records without their sidecars: the threshold rule decides, as for v1 records."""
     global CLEAN
-    CLEAN = real_records["clean"]
+    CLEAN = tmp_path_factory.mktemp("threshold") / "clean"
+    shutil.copytree(real_records["clean"], CLEAN, ignore=shutil.ignore_patterns("predictions"))
 
 
 CLEAN: Path
@@ -79,27 +78,22 @@ def verdicts(text: str) -> dict[str, str]:
 
 
 # ---- the checks as pure functions -------------------------------------------------------------------------
-def test_metric_check_uses_the_larger_of_tolerance_and_k_std():
-    th = Thresholds(metric_abs_tol=0.01, metric_std_k=2.0)
-    base = Stat(0.91, 0.01, 3)
-    assert metric_check(base, Stat(0.895, None, 3), True, th)[0] is False  # 0.015 <= 2 x 0.01
-    regressed, drop, limit = metric_check(base, Stat(0.885, None, 3), True, th)
+def test_threshold_rule_uses_the_larger_of_tolerance_and_k_std():
+    th = Rules(metric_abs_tol=0.01, metric_std_k=2.0)
+    assert threshold_rule(0.91, 0.01, 0.895, True, th)[0] is False  # 0.015 <= 2 x 0.01
+    regressed, drop, limit = threshold_rule(0.91, 0.01, 0.885, True, th)
     assert regressed and drop == pytest.approx(0.025) and limit == pytest.approx(0.02)
-    assert metric_check(Stat(0.91, None, 1), Stat(0.895, None, 1), True, th)[0] is True  # one seed: tol 0.01
-    assert metric_check(base, Stat(0.90, None, 3), True, th)[0] is False  # drop 0.01 equals the tolerance
+    assert threshold_rule(0.91, None, 0.895, True, th)[0] is True  # one seed: tol 0.01
+    assert threshold_rule(0.91, 0.01, 0.90, True, th)[0] is False  # drop 0.01 equals the tolerance
     # lower is better: a rise is the regression
-    assert metric_check(Stat(0.30, None, 1), Stat(0.32, None, 1), False, th)[0] is True
-    assert metric_check(Stat(0.30, None, 1), Stat(0.20, None, 1), False, th)[0] is False
+    assert threshold_rule(0.30, None, 0.32, False, th)[0] is True
+    assert threshold_rule(0.30, None, 0.20, False, th)[0] is False
 
 
-def test_ratio_checks():
-    assert throughput_check(100.0, 79.0, 0.8) and not throughput_check(100.0, 80.0, 0.8)
-    assert memory_check(100.0, 121.0, 1.2) and not memory_check(100.0, 120.0, 1.2)
-
-
-@pytest.mark.parametrize("flag, value", [("--metric-abs-tol", "-0.1"), ("--throughput-ratio", "0"),
-                                         ("--memory-ratio", "nan"), ("--metric-std-k", "-1")])
-def test_bad_thresholds_are_user_errors(flag, value):
+@pytest.mark.parametrize("flag, value", [("--metric-abs-tol", "-0.1"), ("--alpha", "1.5"), ("--alpha", "0"),
+                                         ("--memory-tolerance", "nan"), ("--metric-std-k", "-1"),
+                                         ("--band-k", "0"), ("--min-effect", "-0.01")])
+def test_bad_rules_are_user_errors(flag, value):
     with pytest.raises(UserError, match=flag):
         run(CLEAN, CLEAN, flag, value)
 
@@ -111,7 +105,8 @@ def test_identical_pair_passes(capsys):
     assert "✅ no regression" in out
     v = verdicts(out)
     assert set(v) == {"bitfit", "full", "lora", "dylora@r=1", "dylora@r=2", "dylora@r=3", "dylora@r=4"}
-    assert all(text.startswith("✅ ok") for text in v.values())
+    assert all(text.startswith("✅ ok (threshold rule: no predictions") for text in v.values())
+    assert "7 compared: 0 regressed, 0 improved, 0 identical; 0 skipped" in out
 
 
 def test_metric_drop_fails(tmp_path, capsys):
@@ -124,7 +119,7 @@ def test_metric_drop_fails(tmp_path, capsys):
 
     code, out = run(CLEAN, degraded(tmp_path, drop), capsys=capsys)
     assert code == 1
-    assert verdicts(out)["lora"].startswith(f"❌ metric −{step:.4f} (limit {limit:.4f})")
+    assert verdicts(out)["lora"].startswith(f"❌ metric −{step:.4f} (limit {limit:.4f}; threshold rule")
     assert verdicts(out)["bitfit"].startswith("✅")
 
 
@@ -142,16 +137,29 @@ def test_small_metric_drop_within_k_std_passes_and_k_zero_fails(tmp_path, capsys
     assert run(CLEAN, current, "--metric-std-k", "0", capsys=capsys)[0] == 1
 
 
-def test_throughput_drop_fails(tmp_path, capsys):
+def band_high(variant: str) -> float:
+    """The top of the baseline's step-time band over its median (3 MAD, at least 5 %), from the clean records."""
+    times = []
+    for p in CLEAN.glob(f"sst2__{variant}__*.json"):
+        r = json.loads(p.read_text())
+        times += r["steps"]["time_s"][r["training"]["warmup_steps_excluded"]:]
+    b = band(times, k=3.0, min_relative=0.05)
+    return b.high / b.median
+
+
+def test_step_time_rise_fails_on_the_same_environment(tmp_path, capsys):
+    factor = round(2 * band_high("bitfit"), 1)  # tiny steps on a loaded machine spread widely: beyond the band
+
     @only("bitfit")
     def slow(r):
-        r["measurements"]["throughput/train_samples_per_s"] *= 0.5
+        r["steps"]["time_s"] = [t * factor for t in r["steps"]["time_s"]]
 
     code, out = run(CLEAN, degraded(tmp_path, slow), capsys=capsys)
     assert code == 1
-    assert verdicts(out)["bitfit"] == "❌ throughput −50.0 % (limit −20.0 %)"
-    # ... and passes with a looser ratio
-    assert run(CLEAN, degraded(tmp_path, slow, "again"), "--throughput-ratio", "0.4", capsys=capsys)[0] == 0
+    assert verdicts(out)["bitfit"].startswith(f"❌ step time +{(factor - 1) * 100:.1f} % (band +")
+    assert verdicts(out)["lora"].startswith("✅")
+    # ... and passes with a band at least ± factor x 100 % wide
+    assert run(CLEAN, degraded(tmp_path, slow, "again"), "--speed-tolerance", str(factor), capsys=capsys)[0] == 0
 
 
 def test_memory_rise_fails(tmp_path, capsys):
@@ -161,13 +169,13 @@ def test_memory_rise_fails(tmp_path, capsys):
 
     code, out = run(CLEAN, degraded(tmp_path, fat), capsys=capsys)
     assert code == 1
-    assert verdicts(out)["full"].startswith("❌ memory +50.0 %")
+    assert verdicts(out)["full"].startswith("❌ peak memory +50.0 % (band +")
 
 
-def test_small_changes_within_ratios_pass(tmp_path, capsys):
+def test_small_changes_within_bands_pass(tmp_path, capsys):
     def jitter(r):
         if r["status"] == "ok":
-            r["measurements"]["throughput/train_samples_per_s"] *= 0.9
+            r["steps"]["time_s"] = [t * 1.03 for t in r["steps"]["time_s"]]  # inside the 5 % floor
             r["measurements"]["memory/peak_bytes"] = int(r["measurements"]["memory/peak_bytes"] * 1.1)
             r["metrics"]["primary"]["value"] += 0.001
 
@@ -241,7 +249,7 @@ def test_compare_paths_counts_regressions(tmp_path):
     def diverge(r):
         r["status"] = "diverged"
 
-    th = Thresholds()
+    th = Rules()
     assert compare_paths([CLEAN], [CLEAN], th).regressions == 0
     assert compare_paths([CLEAN], [degraded(tmp_path, diverge)], th).regressions == 1
 

@@ -7,9 +7,11 @@ its reason, and counted in the summary.
     (default: ``reports/report-<UTC time>``). An existing non-empty ``--out`` is refused unless ``--force``,
     and even then only a folder holding a previous report is replaced.
 
-``bench compare BASELINE CURRENT [--out FILE.md] [--metric-abs-tol 0.01] [--metric-std-k 2]
-[--throughput-ratio 0.8] [--memory-ratio 1.2] [--force]``
-    prints a Markdown diff table (for a CI job summary) and exits 1 on any regression, 0 otherwise. ``--out``
+``bench compare BASELINE CURRENT [--out FILE.md] [--alpha 0.05] [--min-effect 0] [--correction holm]
+[--common-only] [--band-k 3] [--speed-tolerance 0.05] [--memory-tolerance 0.2] [--metric-abs-tol 0.01]
+[--metric-std-k 2] [--force]``
+    prints a Markdown diff table (for a CI job summary) and exits 1 on any regression, 0 otherwise (the rules:
+    :mod:`adapterbench.reports.compare` and :mod:`adapterbench.reports.regression`). ``--out``
     also writes it to a file; an existing non-empty file is refused unless ``--force`` (an empty one, such as
     ``$GITHUB_STEP_SUMMARY`` at the start of a step, is written).
 
@@ -66,36 +68,55 @@ def configure_compare_parser(parser: argparse.ArgumentParser) -> argparse.Argume
     parser.add_argument("baseline", metavar="BASELINE", help="folder or file of baseline run records")
     parser.add_argument("current", metavar="CURRENT", help="folder or file of current run records")
     parser.add_argument("--out", metavar="FILE.md", help="also write the Markdown table to this file")
+    parser.add_argument("--alpha", type=float, default=0.05, metavar="A",
+                        help="significance level of the one-sided paired test (default 0.05)")
+    parser.add_argument("--min-effect", type=float, default=0.0, metavar="X",
+                        help="a significant drop smaller than X (metric units) is not a regression (default 0)")
+    parser.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
+                        help="correction of the p-values over the compared lines (default holm)")
+    parser.add_argument("--common-only", action="store_true",
+                        help="compare only what both sides have; runs on one side are skipped, not regressions")
+    parser.add_argument("--band-k", type=float, default=3.0, metavar="K",
+                        help="step time and memory bands are median ± K MAD of the baseline (default 3)")
+    parser.add_argument("--speed-tolerance", type=float, default=0.05, metavar="F",
+                        help="the step-time band is at least ± F × median (default 0.05)")
+    parser.add_argument("--memory-tolerance", type=float, default=0.2, metavar="F",
+                        help="the peak-memory band is at least ± F × median (default 0.2)")
     parser.add_argument("--metric-abs-tol", type=float, default=0.01, metavar="X",
-                        help="a metric drop up to max(X, k × baseline std) is not a regression (default 0.01)")
+                        help="records without predictions: a drop up to max(X, k × baseline std) passes (default 0.01)")
     parser.add_argument("--metric-std-k", type=float, default=2.0, metavar="K",
-                        help="k in max(abs tol, k × baseline std) (default 2)")
-    parser.add_argument("--throughput-ratio", type=float, default=0.8, metavar="R",
-                        help="throughput below R × baseline is a regression (default 0.8)")
-    parser.add_argument("--memory-ratio", type=float, default=1.2, metavar="R",
-                        help="peak memory above R × baseline is a regression (default 1.2)")
+                        help="records without predictions: k in max(abs tol, k × baseline std) (default 2)")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out file")
     return parser
 
 
-def compare_command(args: argparse.Namespace) -> int:
-    from adapterbench.reports.compare import Thresholds, compare_paths, render_comparison
+def compare_rules(args: argparse.Namespace):
+    from adapterbench.reports.regression import Rules
 
-    th = Thresholds(args.metric_abs_tol, args.metric_std_k, args.throughput_ratio, args.memory_ratio)
-    th.validate()
+    rules = Rules(alpha=args.alpha, min_effect=args.min_effect, correction=args.correction, band_k=args.band_k,
+                  speed_tolerance=args.speed_tolerance, memory_tolerance=args.memory_tolerance,
+                  metric_abs_tol=args.metric_abs_tol, metric_std_k=args.metric_std_k, common_only=args.common_only)
+    rules.validate()
+    return rules
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from adapterbench.reports.compare import compare_paths, render_comparison
+
+    rules = compare_rules(args)
     out = Path(args.out) if args.out else None
     if out is not None:
         if out.is_dir():
             raise UserError(f"--out {str(out)!r} is a folder; give a Markdown file name")
         if out.exists() and out.stat().st_size > 0 and not args.force:
             raise UserError(f"--out {str(out)!r} already exists; choose another file or pass --force to overwrite")
-    comparison = compare_paths([args.baseline], [args.current], th)
+    comparison = compare_paths([args.baseline], [args.current], rules)
     text = render_comparison(comparison, args.baseline, args.current)
     sys.stdout.write(text)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-    return 1 if comparison.regressions else 0
+    return 1 if comparison.failed else 0
 
 
 def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

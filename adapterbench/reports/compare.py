@@ -2,26 +2,26 @@
 
 Records are paired by task, variant configuration (:class:`~adapterbench.reports.collect.ConfigId`) and
 comparable group (:class:`~adapterbench.reports.collect.GroupKey`: task version, model name and weights, profile),
-then by evaluation point (DyLoRA ranks). Both sides are read as the frames of :mod:`adapterbench.results`; files
-that are not readable records are skipped, listed with their reason and counted. A pair is a **regression** when
-any of these holds:
+then by seed and by evaluation point (DyLoRA ranks). Both sides are read as the frames of
+:mod:`adapterbench.results`; files that are not readable records are skipped, listed with their reason and
+counted. What each line's metric, step time and memory are judged by is in :mod:`adapterbench.reports.regression`
+(a paired test on the per-example predictions, the threshold rule for records without them, bands on the same
+environment fingerprint only). A line is a **regression** when any of these holds:
 
-* metric:     ``drop > max(metric_abs_tol, metric_std_k * std_baseline)``, where ``drop = mean_baseline -
-  mean_current`` (reversed for tasks where lower is better) and ``std_baseline`` is the sample std over the
-  baseline's seeds (0 with one seed);
-* throughput: ``samples_per_s_current < throughput_ratio * samples_per_s_baseline``;
-* memory:     ``peak_bytes_current > memory_ratio * peak_bytes_baseline``;
-* a run (a seed) present on one side only, or failed (``failed``, ``oom``, ``diverged``) on either side;
-* a configuration whose records on the two sides are not comparable (other model weights, profile, task version
-  or settings): the check cannot vouch for it, so it fails and says why.
+* the metric regressed (significant at ``alpha`` after the family correction, and at least ``min_effect``);
+* step time or peak memory outside the baseline's band, between equal environment fingerprints;
+* a run failed (``failed``, ``oom``, ``diverged``) on either side;
+* the two sides read other data (data fingerprints differ), or their configurations are not comparable (other
+  model weights, profile, task version or settings): the check cannot vouch for it, so it fails and says why;
+* a run (a seed, an evaluation point, a configuration) present on one side only, unless ``common_only``: then
+  only what both sides have is compared, and each absent run is **skipped** with its reason.
 
-A measurement missing on either side is shown as "—" and noted, not counted. The exit status is 1 when any pair
-regressed, else 0.
+The summary counts the lines compared, regressed, improved and identical (the exact check), and the skips.
+The exit status is 1 when any line regressed, else 0.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from adapterbench.errors import UserError
-from adapterbench.reports.aggregate import Row, Stat, aggregate_group
+from adapterbench.reports.aggregate import Row, aggregate_group
 from adapterbench.reports.collect import (
     Collection,
     ConfigId,
@@ -41,48 +40,22 @@ from adapterbench.reports.collect import (
     load_records,
     settings_differences,
 )
+from adapterbench.reports.regression import (
+    MetricOutcome,
+    NotComparable,
+    ResourceOutcome,
+    Rules,
+    Runs,
+    apply_family,
+    metric_outcome,
+    resource_outcomes,
+)
 from adapterbench.reports.units import fmt_change, fmt_delta, fmt_measure, fmt_metric
 from adapterbench.schema import PEAK_MEMORY, TRAIN_SPS, Measure
 
-_EPS = 1e-12  # a drop equal to the limit is not a regression, whatever the float rounding
+Thresholds = Rules  # the name of the options before the paired test (kept for callers)
 ENVIRONMENT_KEYS = ("python", "torch", "transformers", "peft", "adapterbench", "device_name")
 CHECKED: tuple[Measure, ...] = (TRAIN_SPS, PEAK_MEMORY)  # the resources of the table, besides the metric
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    metric_abs_tol: float = 0.01
-    metric_std_k: float = 2.0
-    throughput_ratio: float = 0.8
-    memory_ratio: float = 1.2
-
-    def validate(self) -> None:
-        for name, value, allowed in (("--metric-abs-tol", self.metric_abs_tol, "a number >= 0"),
-                                     ("--metric-std-k", self.metric_std_k, "a number >= 0"),
-                                     ("--throughput-ratio", self.throughput_ratio, "a number > 0"),
-                                     ("--memory-ratio", self.memory_ratio, "a number > 0")):
-            strict = name in ("--throughput-ratio", "--memory-ratio")
-            if not math.isfinite(value) or value < 0 or (strict and value == 0):
-                raise UserError(f"{name} {value} is not allowed; it must be {allowed}")
-
-
-# ---- the three checks, as pure functions ------------------------------------------------------------------
-def metric_check(base: Stat, current: Stat, greater_is_better: bool, th: Thresholds
-                 ) -> tuple[bool, float, float]:
-    """(regressed, drop, limit): ``drop`` is how much worse the current mean is (negative: better)."""
-    limit = max(th.metric_abs_tol, th.metric_std_k * (base.std or 0.0))
-    drop = base.mean - current.mean if greater_is_better else current.mean - base.mean
-    return drop > limit + _EPS, drop, limit
-
-
-def throughput_check(base: float, current: float, ratio: float) -> bool:
-    """True when the current throughput fell below ``ratio`` times the baseline."""
-    return current < ratio * base - _EPS
-
-
-def memory_check(base: float, current: float, ratio: float) -> bool:
-    """True when the current peak memory rose above ``ratio`` times the baseline."""
-    return current > ratio * base + _EPS
 
 
 # ---- pairing ----------------------------------------------------------------------------------------------
@@ -108,10 +81,22 @@ class Line:
     current: Row | None = None
     issues: list[str] = field(default_factory=list)  # what makes this line a regression
     notes: list[str] = field(default_factory=list)  # what a reader should know but does not fail the check
+    metric: MetricOutcome | None = None
+    resources: list[ResourceOutcome] = field(default_factory=list)
+    skipped: str | None = None  # why this line was not compared (common_only)
 
     @property
     def regressed(self) -> bool:
         return bool(self.issues)
+
+    @property
+    def status(self) -> str:
+        """"skipped", "regressed", "improved", "identical" or "unchanged"."""
+        if self.skipped:
+            return "skipped"
+        if self.regressed:
+            return "regressed"
+        return self.metric.status if self.metric and self.metric.status != "regressed" else "unchanged"
 
 
 @dataclass
@@ -121,11 +106,29 @@ class Comparison:
     notes: list[str]  # about the two sides as a whole
     baseline: Collection
     current: Collection
-    thresholds: Thresholds
+    rules: Rules
+    skips: list[str] = field(default_factory=list)  # one reason per run or line skipped (common_only)
 
     @property
     def regressions(self) -> int:
         return sum(line.regressed for line in self.lines)
+
+    @property
+    def failed(self) -> bool:
+        """Any regression, or nothing compared at all (``common_only`` with two sides that share nothing)."""
+        return bool(self.regressions) or self.counts()["compared"] == 0
+
+    def counts(self) -> dict[str, int]:
+        statuses = [line.status for line in self.lines]
+        return {"compared": sum(s != "skipped" for s in statuses), "regressed": statuses.count("regressed"),
+                "improved": statuses.count("improved"), "identical": statuses.count("identical"),
+                "skipped": len(self.skips)}
+
+    def summary(self) -> str:
+        c = self.counts()
+        text = (f"{c['compared']} compared: {c['regressed']} regressed, {c['improved']} improved, "
+                f"{c['identical']} identical; {c['skipped']} skipped")
+        return text + (f" ({'; '.join(self.skips)})" if self.skips else "")
 
 
 Index = dict[tuple[str, str], dict[tuple[GroupKey, ConfigId], Side]]
@@ -148,9 +151,14 @@ def _rows_by_point(side: Side) -> dict[str, Row]:
     """The aggregated rows of one side's ok runs, by evaluation point (in point order)."""
     if not side.ok:
         return {}
-    points = side.collection.ok_points
-    points = points[points["run_id"].isin([r.run_id for r in side.ok])]
-    return {row.point_key: row for row in aggregate_group(points, side.collection.ok).rows}
+    # Kept on the collection: a collection compared many times (benchmarks/nightly_noise.py) aggregates once.
+    memo = side.collection.__dict__.setdefault("_rows_by_point", {})
+    key = tuple(sorted(str(r.source) for r in side.ok))
+    if key not in memo:
+        points = side.collection.ok_points
+        points = points[points["run_id"].isin([r.run_id for r in side.ok])]
+        memo[key] = {row.point_key: row for row in aggregate_group(points, side.collection.ok).rows}
+    return memo[key]
 
 
 def _failure_details(task: str, label: str, side: Side, where: str, details: list[str]) -> list[str]:
@@ -166,58 +174,124 @@ def _point_label(label: str, row: Row) -> str:
     return label + (f"@{row.point_label}" if row.point is not None else "")
 
 
-def _pair_lines(task: str, label: str, base: Side, cur: Side, th: Thresholds, details: list[str]) -> list[Line]:
-    """Lines of one configuration present on both sides in the same comparable group."""
-    run_issues = []
-    for missing, where in ((base.seeds - cur.seeds, "current"), (cur.seeds - base.seeds, "baseline")):
-        if missing:
-            run_issues.append(f"seed {_seeds(missing)} missing in {where}")
-    run_issues += _failure_details(task, label, base, "baseline", details)
-    run_issues += _failure_details(task, label, cur, "current", details)
-    base_rows, cur_rows = _rows_by_point(base), _rows_by_point(cur)
-    keys = list(dict.fromkeys([*base_rows, *cur_rows]))
-    if not keys:
-        return [Line(task, label, issues=run_issues or ["no finished run on either side"])]
-    first = (base.ok or cur.ok)[0]
-    primary, gib = str(first.primary_metric), bool(first.greater_is_better)
-    lines = []
-    for k in keys:
-        b, c = base_rows.get(k), cur_rows.get(k)
-        line = Line(task, _point_label(label, b or c), primary, b, c, issues=list(run_issues))
-        if b is None or c is None:
-            if not run_issues:
-                line.issues.append(f"evaluation point missing in {'baseline' if b is None else 'current'}")
-            lines.append(line)
-            continue
-        bm, cm = b.stats.get("primary"), c.stats.get("primary")
-        if bm and cm:
-            regressed, drop, limit = metric_check(bm, cm, gib, th)
-            if regressed:
-                line.issues.append(f"metric {fmt_delta(-drop)} (limit {limit:.4f})")
-            elif -drop > limit:
-                line.notes.append("metric improved")
+class _Pairing:
+    """The lines of one comparison, built configuration by configuration."""
+
+    def __init__(self, rules: Rules):
+        self.rules, self.runs = rules, Runs()
+        self.lines: list[Line] = []
+        self.details: list[str] = []
+        self.skips: list[str] = []
+
+    def absent(self, task: str, label: str, what: str, issues: list[str], notes: list[str]) -> None:
+        """A run or point on one side only: an issue, or with ``common_only`` a skip with its reason."""
+        if self.rules.common_only:
+            self.skips.append(f"{task} / {label}: {what}")
+            notes.append(f"{what} (skipped)")
         else:
-            line.notes.append("metric missing")
-        for m, check, ratio, name in ((TRAIN_SPS, throughput_check, th.throughput_ratio, "throughput"),
-                                      (PEAK_MEMORY, memory_check, th.memory_ratio, "memory")):
-            bs, cs = b.mean(m.key), c.mean(m.key)
-            if bs is None or cs is None or bs <= 0:
-                line.notes.append(f"{name} not measured" if bs is None or cs is None else f"{name}: baseline 0")
-            elif check(bs, cs, ratio):
-                line.issues.append(f"{name} {fmt_change(cs / bs)} (limit {fmt_change(ratio)})")
-        lines.append(line)
-    return lines
+            issues.append(what)
+
+    def pair(self, task: str, label: str, base: Side, cur: Side) -> None:
+        """Lines of one configuration present on both sides in the same comparable group."""
+        issues: list[str] = []
+        notes: list[str] = []
+        for missing, where in ((base.seeds - cur.seeds, "current"), (cur.seeds - base.seeds, "baseline")):
+            if missing:
+                self.absent(task, label, f"seed {_seeds(missing)} missing in {where}", issues, notes)
+        issues += _failure_details(task, label, base, "baseline", self.details)
+        issues += _failure_details(task, label, cur, "current", self.details)
+        base_runs = {r.seed: self.runs.get(r.source) for r in base.ok}
+        cur_runs = {r.seed: self.runs.get(r.source) for r in cur.ok}
+        base_rows, cur_rows = _rows_by_point(base), _rows_by_point(cur)
+        keys = list(dict.fromkeys([*base_rows, *cur_rows]))
+        if not keys:
+            self.lines.append(Line(task, label, issues=issues or ["no finished run on either side"], notes=notes))
+            return
+        common = set(base_runs) & set(cur_runs)
+        # Speed and memory of the same seeds on both sides (a seed's peak can differ from another's).
+        resources = (resource_outcomes([base_runs[s] for s in common], [cur_runs[s] for s in common], self.rules)
+                     if common else [])
+        first = (base.ok or cur.ok)[0]
+        primary, gib = str(first.primary_metric), bool(first.greater_is_better)
+        for k in keys:
+            b, c = base_rows.get(k), cur_rows.get(k)
+            line = Line(task, _point_label(label, b or c), primary, b, c, list(issues), list(notes),
+                        resources=resources)
+            self.lines.append(line)
+            if b is None or c is None:
+                self.absent(task, line.label, f"evaluation point missing in {'baseline' if b is None else 'current'}",
+                            line.issues, line.notes)
+                if self.rules.common_only and not line.issues:
+                    line.skipped = line.notes[-1]
+                continue
+            if not common:
+                line.issues.append("no finished seed in common")
+                continue
+            bm, cm = b.stats.get("primary"), c.stats.get("primary")
+            if not (bm and cm):
+                line.notes.append("metric missing")
+                continue
+            try:
+                line.metric = metric_outcome({s: base_runs[s] for s in common}, {s: cur_runs[s] for s in common},
+                                             b.point, primary, gib, (bm.mean, bm.std), cm.mean, self.rules)
+            except NotComparable as exc:
+                line.issues.append(f"not comparable: {exc}")
+            for r in resources:  # a band kept is not worth a word; a change or "shown only" is
+                if r.regressed:
+                    line.issues.append(r.text)
+                elif r.status in ("improved", "not comparable"):
+                    line.notes.append(r.text)
+
+    def one_side(self, task: str, label: str, side: Side, where: str, issue: str) -> None:
+        """Lines of a configuration found on one side only (``where``): its numbers, and ``issue``."""
+        failures = _failure_details(task, label, side, where, self.details)
+        rows = list(_rows_by_point(side).values())
+        primary = str(side.ok[0].primary_metric) if side.ok else ""
+        made = [Line(task, _point_label(label, row), primary, *((None, row) if where == "current" else (row, None)))
+                for row in rows] or [Line(task, label)]
+        skip = self.rules.common_only and not failures  # a failed run is a failure even when skipped otherwise
+        if skip:
+            self.skips.append(f"{task} / {label}: {issue}")
+        for line in made:
+            line.issues += ([] if skip else [issue]) + failures
+            line.skipped = issue if skip else None
+        self.lines += made
+
+    def finish(self) -> None:
+        apply_family([line.metric for line in self.lines if line.metric], self.rules)
+        for line in self.lines:
+            m = line.metric
+            if m is None:
+                continue
+            text = _metric_text(m, self.rules)
+            if m.status == "regressed":
+                line.issues.insert(0, text)
+            else:
+                line.notes.insert(0, text)
 
 
-def _one_side_lines(task: str, label: str, side: Side, where: str, issue: str, details: list[str]) -> list[Line]:
-    """Lines of a configuration found on one side only (``where``): its numbers, and ``issue``."""
-    issues = [issue] + _failure_details(task, label, side, where, details)
-    rows = list(_rows_by_point(side).values())
-    if not rows:
-        return [Line(task, label, issues=issues)]
-    primary = str(side.ok[0].primary_metric)
-    return [Line(task, _point_label(label, row), primary, *((None, row) if where == "current" else (row, None)),
-                 issues=list(issues)) for row in rows]
+def _metric_text(m: MetricOutcome, rules: Rules) -> str:
+    if m.method == "threshold rule":
+        if m.status == "unchanged":
+            return f"threshold rule: {m.why}"
+        worded = "metric" if m.status == "regressed" else "metric improved"
+        return f"{worded} {fmt_delta(m.change)} (limit {m.limit:.4f}; threshold rule: {m.why})"
+    if m.status == "identical":
+        return "identical"
+    p = _p_text(m, rules)
+    if m.status == "regressed":
+        return f"metric {fmt_delta(m.change)} ({p} < {rules.alpha:g})"
+    if m.status == "improved":
+        return f"metric improved {fmt_delta(m.change)}"
+    small = m.p_worse_corrected is not None and m.p_worse_corrected < rules.alpha
+    return (f"changed, below min effect {rules.min_effect:g}" if small else f"changed, not significant ({p})")
+
+
+def _p_text(m: MetricOutcome, rules: Rules) -> str:
+    text = f"p {m.p_worse:.3g}"
+    if rules.correction != "none" and m.p_worse_corrected is not None and m.p_worse_corrected != m.p_worse:
+        text += f", {rules.correction} {m.p_worse_corrected:.3g}"
+    return text
 
 
 def _group_suffixes(keys: Sequence[GroupKey]) -> dict[GroupKey, str]:
@@ -225,18 +299,18 @@ def _group_suffixes(keys: Sequence[GroupKey]) -> dict[GroupKey, str]:
     diffs = group_differences(keys)
     out = {}
     for key in keys:
-        shown = {"task_version": "task v", "model": "model ", "weights_sha256": "weights ", "profile": "profile "}
-        parts = [shown.get(name, name + " ") + getattr(key, name)[: 12 if name == "weights_sha256" else None]
-                 for name in diffs]
+        shown = {"task_version": "task v", "model": "model ", "weights_sha256": "weights ", "profile": "profile ",
+                 "primary_metric": "scored ", "data_fingerprint": "data "}
+        parts = [shown.get(name, name + " ") + (getattr(key, name) or "unknown")[
+            : 12 if name == "weights_sha256" else None] for name in diffs]
         out[key] = f" [{', '.join(parts)}]" if parts else ""
     return out
 
 
-def compare_collections(baseline: Collection, current: Collection, th: Thresholds) -> Comparison:
-    th.validate()
+def compare_collections(baseline: Collection, current: Collection, rules: Rules) -> Comparison:
+    rules.validate()
     b_index, c_index = _index(baseline), _index(current)
-    lines: list[Line] = []
-    details: list[str] = []
+    work = _Pairing(rules)
     for task, variant in sorted(set(b_index) | set(c_index)):
         b_sides, c_sides = b_index.get((task, variant), {}), c_index.get((task, variant), {})
         keys = list(b_sides) + list(c_sides)
@@ -248,40 +322,44 @@ def compare_collections(baseline: Collection, current: Collection, th: Threshold
 
         common = sorted(set(b_sides) & set(c_sides))
         for key in common:
-            lines += _pair_lines(task, label(key), b_sides[key], c_sides[key], th, details)
+            work.pair(task, label(key), b_sides[key], c_sides[key])
         b_rest = sorted(set(b_sides) - set(common))
         c_rest = sorted(set(c_sides) - set(common))
+        why: dict[tuple[GroupKey, ConfigId], str] = {}  # what tells a configuration from its closest partner
         for key in b_rest:
-            if not c_rest:
-                lines += _one_side_lines(task, label(key), b_sides[key], "baseline",
-                                         f"missing in current (baseline seeds {_seeds(b_sides[key].seeds)})", details)
-                continue
             # The closest configuration on the other side: same group if there is one, else the first.
-            partner = next((k for k in c_rest if k[0] == key[0]), c_rest[0])
+            partner = next((k for k in c_rest if k[0] == key[0]), c_rest[0]) if c_rest else None
+            if partner is None:
+                continue
             reasons = []
             if partner[0] != key[0]:
                 reasons.append("they differ in " + explain_groups([key[0], partner[0]]))
             if partner[1] != key[1]:
                 reasons.append("settings differ (" + "; ".join(settings_differences(key[1], partner[1])) + ")")
-            lines += _one_side_lines(task, label(key), b_sides[key], "baseline", "not comparable with current", details)
-            details.append(f"{task} / {label(key)} (baseline) vs {label(partner)} (current): not comparable: "
-                           f"{'; '.join(reasons)}")
+            why[key] = why.setdefault(partner, "; ".join(reasons))
+            work.details.append(f"{task} / {label(key)} (baseline) vs {label(partner)} (current): not comparable: "
+                                f"{why[key]}")
+        for key in b_rest:
+            work.one_side(task, label(key), b_sides[key], "baseline",
+                          f"not comparable with current: {why[key]}" if key in why
+                          else f"missing in current (baseline seeds {_seeds(b_sides[key].seeds)})")
         for key in c_rest:
-            issue = ("not comparable with baseline" if b_rest
-                     else f"missing in baseline (current seeds {_seeds(c_sides[key].seeds)})")
-            lines += _one_side_lines(task, label(key), c_sides[key], "current", issue, details)
+            issue = (f"not comparable with baseline: {why[key]}" if key in why else "not comparable with baseline"
+                     if b_rest else f"missing in baseline (current seeds {_seeds(c_sides[key].seeds)})")
+            work.one_side(task, label(key), c_sides[key], "current", issue)
+    work.finish()
     notes = []
     b_groups = {g for sides in b_index.values() for g, _ in sides}
     c_groups = {g for sides in c_index.values() for g, _ in sides}
     if b_groups and c_groups and not b_groups & c_groups:
         notes.append("The two sides share no comparable group: their records differ in "
                      + explain_groups(sorted(b_groups | c_groups)) + ".")
-    return Comparison(lines, details, notes, baseline, current, th)
+    return Comparison(work.lines, work.details, notes, baseline, current, rules, work.skips)
 
 
-def compare_paths(baseline: Sequence[str | Path], current: Sequence[str | Path], th: Thresholds) -> Comparison:
-    th.validate()
-    return compare_collections(Collection.of(*load_records(baseline)), Collection.of(*load_records(current)), th)
+def compare_paths(baseline: Sequence[str | Path], current: Sequence[str | Path], rules: Rules) -> Comparison:
+    rules.validate()
+    return compare_collections(Collection.of(*load_records(baseline)), Collection.of(*load_records(current)), rules)
 
 
 # ---- Markdown ---------------------------------------------------------------------------------------------
@@ -290,36 +368,46 @@ def _cell(text: object) -> str:
     return s.replace("|", "\\|")
 
 
-def _environment_changes(a: Collection, b: Collection) -> list[str]:
-    def values(c: Collection, key: str) -> str:
-        column = c.latest.get(f"env.{key}", pd.Series(dtype=object))
-        return ", ".join(sorted({str(v) for v in column})) or "—"
+def _values(c: Collection, column: str) -> str:
+    found = c.latest.get(column, pd.Series(dtype=object)).dropna()
+    return ", ".join(sorted({str(v) for v in found})) or "—"
 
-    return [f"{key} {values(a, key)} → {values(b, key)}" for key in ENVIRONMENT_KEYS
-            if values(a, key) != values(b, key)]
+
+def _environment_lines(a: Collection, b: Collection) -> list[str]:
+    fa, fb = _values(a, "env_fingerprint"), _values(b, "env_fingerprint")
+    out = [f"Environment fingerprint: baseline `{fa}`, current `{fb}`. Step time and peak memory fail only where "
+           "both sides of a line share one fingerprint; elsewhere they are shown only."]
+    changes = [f"{key} {_values(a, 'env.' + key)} → {_values(b, 'env.' + key)}" for key in ENVIRONMENT_KEYS
+               if _values(a, "env." + key) != _values(b, "env." + key)]
+    if changes:
+        out.append(f"Environment changed: {'; '.join(changes)}.")
+    return out
 
 
 def render_comparison(comparison: Comparison, baseline_name: str, current_name: str) -> str:
-    th = comparison.thresholds
-    n, bad = len(comparison.lines), comparison.regressions
-    verdict = f"❌ {bad} regression{'s' if bad != 1 else ''}" if bad else "✅ no regression"
+    r = comparison.rules
+    bad = comparison.regressions
+    verdict = (f"❌ {bad} regression{'s' if bad != 1 else ''}" if bad else
+               "❌ nothing compared" if comparison.failed else "✅ no regression")
     skipped = {"baseline": comparison.baseline.skipped, "current": comparison.current.skipped}
     counted = "".join(f", {len(lines)} file(s) skipped in {side}" for side, lines in skipped.items() if lines)
+    correction = "" if r.correction == "none" else f", {r.correction}-corrected over the tested lines"
     out = ["## adapterbench compare", "",
-           f"**{verdict}** in {n} comparison{'s' if n != 1 else ''}: baseline `{_cell(baseline_name)}` "
-           f"({len(comparison.baseline.latest)} runs), current `{_cell(current_name)}` "
-           f"({len(comparison.current.latest)} runs){counted}.", "",
-           f"A regression: the primary metric below the baseline mean by more than max({th.metric_abs_tol:g}, "
-           f"{th.metric_std_k:g} × baseline std); throughput below {th.throughput_ratio:g} × baseline; peak "
-           f"memory above {th.memory_ratio:g} × baseline; a run missing or failed on either side; records that "
-           "are not comparable (model weights, profile, task version or settings differ).", ""]
+           f"**{verdict}**: {_cell(comparison.summary())}.", "",
+           f"Baseline `{_cell(baseline_name)}` ({len(comparison.baseline.latest)} runs), current "
+           f"`{_cell(current_name)}` ({len(comparison.current.latest)} runs){counted}.", "",
+           f"A regression: the primary metric worse in a one-sided paired test on the same evaluation examples "
+           f"(p < {r.alpha:g}{correction}; effect at least {r.min_effect:g}), or, for records without predictions, "
+           f"below the baseline by more than max({r.metric_abs_tol:g}, {r.metric_std_k:g} × baseline std); step "
+           f"time or peak memory beyond the baseline's band (median ± max({r.band_k:g} MAD, "
+           f"{r.speed_tolerance:g} / {r.memory_tolerance:g} × median)) on the same environment fingerprint; a run "
+           "failed on either side; other data or records that are not comparable"
+           + ("; runs on one side only are skipped." if r.common_only else "; a run missing on either side."), ""]
     out += [f"**{_cell(note)}**" for note in comparison.notes] + ([""] if comparison.notes else [])
-    changes = _environment_changes(comparison.baseline, comparison.current)
-    if changes:
-        out += [f"Environment changed: {_cell('; '.join(changes))}.", ""]
+    out += [_cell(line) for line in _environment_lines(comparison.baseline, comparison.current)] + [""]
     heads = "".join(f" | {m.title} baseline | current | Δ" for m in CHECKED)
-    out += [f"| task | variant | metric | baseline | current | Δ{heads} | verdict |",
-            "|:--|:--|:--|--:|--:|--:|" + "--:|--:|--:|" * len(CHECKED) + ":--|"]
+    out += [f"| task | variant | metric | baseline | current | Δ (95% CI) | p worse | exact{heads} | verdict |",
+            "|:--|:--|:--|--:|--:|--:|--:|:--|" + "--:|--:|--:|" * len(CHECKED) + ":--|"]
     out += ["| " + " | ".join(_cell(x) for x in _line_cells(line)) + " |" for line in comparison.lines]
     if comparison.details:
         out += ["", "### Details", ""] + [f"- {_cell(d)}" for d in comparison.details]
@@ -330,18 +418,33 @@ def render_comparison(comparison: Comparison, baseline_name: str, current_name: 
 
 
 def _line_cells(line: Line) -> list[str]:
-    b, c = line.base, line.current
+    b, c, m = line.base, line.current, line.metric
 
-    def stat(row: Row | None, key: str) -> Stat | None:
+    def stat(row: Row | None, key: str) -> Any:
         return row.stats.get(key) if row else None
 
     bm, cm = stat(b, "primary"), stat(c, "primary")
+    delta = fmt_delta(cm.mean - bm.mean) if bm and cm else "—"
+    if m and m.method == "paired test" and m.interval:
+        delta = f"{fmt_delta(m.change)} [{fmt_delta(m.interval.low)}, {fmt_delta(m.interval.high)}]"
+    p = "—"
+    if m and m.method == "threshold rule":
+        p = "threshold rule"
+    elif m and m.status != "identical" and m.p_worse is not None:
+        p = f"{m.p_worse:.3g}" + (f" ({m.p_worse_corrected:.3g})" if m.p_worse_corrected not in (None, m.p_worse)
+                                 else "")
     cells = [line.task, line.label, line.primary or "—", fmt_metric(bm.mean, bm.std) + f" (n={bm.n})" if bm else "—",
-             fmt_metric(cm.mean, cm.std) + f" (n={cm.n})" if cm else "—",
-             fmt_delta(cm.mean - bm.mean) if bm and cm else "—"]
-    for m in CHECKED:
-        bv, cv = (r.mean(m.key) if r else None for r in (b, c))
-        cells += [fmt_measure(m.key, bv), fmt_measure(m.key, cv), fmt_change(cv / bv) if bv and cv is not None else "—"]
-    verdict = ("❌ " + "; ".join(line.issues) if line.regressed
-               else "✅ ok" + (f" ({'; '.join(line.notes)})" if line.notes else ""))
+             fmt_metric(cm.mean, cm.std) + f" (n={cm.n})" if cm else "—", delta, p, m.exact if m else "—"]
+    for measure in CHECKED:
+        bv, cv = (row.mean(measure.key) if row else None for row in (b, c))
+        cells += [fmt_measure(measure.key, bv), fmt_measure(measure.key, cv),
+                  fmt_change(cv / bv) if bv and cv is not None else "—"]
+    if line.skipped:
+        verdict = f"⏭ skipped: {line.skipped}"
+    elif line.regressed:
+        verdict = "❌ " + "; ".join(line.issues)
+    else:
+        verdict = {"improved": "⬆ improved", "identical": "✅ identical"}.get(line.status, "✅ ok")
+        rest = [n for n in line.notes if n != "identical"]
+        verdict += f" ({'; '.join(rest)})" if rest else ""
     return cells + [verdict]
