@@ -69,11 +69,12 @@ for r in sorted(records, key=lambda r: r["created_at"]):
         "merged and unmerged": (not r["variant"]["mergeable"]) or ("inference/unmerged_latency_ratio" in m),
     }
     problems += [f"{name}: {what}" for what, ok in checks.items() if not ok]
-    before.append((name, m["memory/before_train_bytes"]))
-    print(f"  {name:10s} peak {m['memory/peak_bytes'] / 2**20:8.1f} MiB  reserved {m['memory/cuda_peak_reserved_bytes'] / 2**20:8.1f} MiB"
-          f"  before {m['memory/before_train_bytes'] / 2**20:6.1f} MiB  latency x{m['inference/latency_ratio']:.2f}"
-          f" (batch 1 x{m['inference/batch1_latency_ratio']:.2f})  {m['throughput/train_samples_per_s']:.0f} samples/s"
-          f"  process {m['time/process_s']:.1f} s (train {m['time/train_s']:.1f}, eval {m['time/eval_s']:.1f})")
+    g = lambda key, scale=1: m.get(key, float("nan")) / scale  # noqa: E731 - a missing key is a problem above
+    before.append((name, g("memory/before_train_bytes")))
+    print(f"  {name:10s} peak {g('memory/peak_bytes', 2**20):8.1f} MiB  reserved {g('memory/cuda_peak_reserved_bytes', 2**20):8.1f} MiB"
+          f"  before {g('memory/before_train_bytes', 2**20):6.1f} MiB  latency x{g('inference/latency_ratio'):.2f}"
+          f" (batch 1 x{g('inference/batch1_latency_ratio'):.2f})  {g('throughput/train_samples_per_s'):.0f} samples/s"
+          f"  process {g('time/process_s'):.1f} s (train {g('time/train_s'):.1f}, eval {g('time/eval_s'):.1f})")
 # Isolation: each run is its own process, so what is allocated before training is the model (and head) alone;
 # a run that inherited an earlier run's tensors would start higher.
 sizes = [b for _, b in before]

@@ -121,6 +121,21 @@ def test_device_pool_runs_one_run_per_device_at_a_time(monkeypatch, tmp_path, ti
         assert all(end <= next_start for (_, end), (next_start, _) in zip(mine, mine[1:])), device
 
 
+def test_an_error_on_one_device_stops_the_pool_and_reaches_the_caller(monkeypatch, tmp_path, tiny_folder):
+    calls = []
+
+    def full_disk(spec, path, argv=None, on_start=None, env=None, placement=None):
+        calls.append(spec.run_id)
+        raise UserError(f"cannot write the record {str(path)!r} (No space left on device)")
+
+    monkeypatch.setattr(matrix, "run_isolated", full_disk)
+    specs = smoke_specs(tiny_folder, tmp_path / "out", seeds=range(4))
+    with pytest.raises(UserError, match="No space left on device"):
+        run_matrix(specs, executor=DevicePoolExecutor(["0", "1"]), stream=io.StringIO())
+    assert 1 <= len(calls) <= 2  # each device stopped after its first failure; the rest never started
+    assert not list((tmp_path / "out" / ".claims").glob("*.lock"))  # claims released
+
+
 def test_device_pool_records_the_device_and_keeps_the_run_ids(tmp_path, tiny_folder):
     local, spread = tmp_path / "local", tmp_path / "spread"
     assert run_matrix(smoke_specs(tiny_folder, local), executor=LocalExecutor(), stream=io.StringIO()) == 0

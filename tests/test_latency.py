@@ -73,6 +73,9 @@ def test_interleaved_latency_medians_rotation_and_warmup(monkeypatch):
     # per repeat and input the models alternate, and who goes first rotates every repeat
     assert timed == ["a", "b", "a", "b", "b", "a", "b", "a", "a", "b", "a", "b"]
     assert [x.shape[0] for x in logits[0]] == [1, 2] and float(logits[1][0][0, 0]) == 1.0
+    log.clear()
+    interleaved_latency([a, b], inputs, CPU, no_autocast, warmup=1, repeats=1, warm=[True, False])
+    assert log == ["b", "b", "a", "b", "a", "b"]  # only the model not yet warm gets untimed passes
 
 
 @pytest.mark.parametrize("name", ["lora", "houlsby"])

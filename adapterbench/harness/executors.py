@@ -173,6 +173,7 @@ class DevicePoolExecutor(Executor):
 
         queue = list(reversed(jobs))
         outcomes: Outcomes = {}
+        errors: list[Exception] = []  # raised in a device's thread (a full disk, say): re-raised here
         stop = threading.Event()
 
         def worker(device: str) -> None:
@@ -188,6 +189,10 @@ class DevicePoolExecutor(Executor):
                                      placement={"executor": self.name, "host": host(), "cuda_visible_devices": device},
                                      on_start=self._started)
                 except KeyboardInterrupt:  # the worker was interrupted: no record, a rerun resumes it
+                    stop.set()
+                    return
+                except Exception as exc:  # noqa: BLE001 - stop every device and report it from the main thread
+                    errors.append(exc)
                     stop.set()
                     return
                 outcomes[job.spec.run_id] = status
@@ -206,6 +211,8 @@ class DevicePoolExecutor(Executor):
             for thread in threads:  # run_isolated gives each worker its grace time, then kills it
                 thread.join()
             raise
+        if errors:
+            raise errors[0]
         if stop.is_set():  # a worker alone was interrupted (a signal to it): the matrix stops as on Ctrl-C
             raise KeyboardInterrupt
         return outcomes

@@ -7,7 +7,9 @@ What is timed (fixed counts, so every record costs the same and says what it mea
 * at batch 1, ``BATCH1_EXAMPLES`` single examples at evenly spaced length quantiles (the 1/8, 3/8, 5/8 and 7/8
   quantiles) — bottleneck adapters add sequential layers whose cost shows most there;
 * each input ``WARMUP`` untimed pass, then ``REPEATS`` timed passes per model, the models alternating input by
-  input (and their order rotating every repeat), so the trained and the base model see the same machine load.
+  input (and their order rotating every repeat), so the trained and the base model see the same machine load;
+  the untimed pass is skipped where a model ran that input just before (the trained model on the evaluation
+  batches it has just evaluated; every model in the merged phase).
 
 A model's latency is the mean over the inputs of the median over the repeats, in seconds per forward pass; the
 ratio is trained over base. A variant that can merge is timed unmerged (as trained), then merged, each phase
@@ -16,9 +18,10 @@ evaluation batch size, as deployed.
 
 Counts, chosen so that the check costs a few per cent of a quick-profile run on a CPU (where one MiniLM pass over
 an evaluation batch of 64 takes about a second on a shared core): with the defaults (1 batch, 4 single examples,
-1 + 3 passes per input and model) a mergeable variant costs 16 passes at the evaluation batch size and 64 at
-batch 1, a variant that cannot merge half of that; the previous protocol took 64 passes at the evaluation batch
-size (4 batches, 2 warm-up + 5 timed passes, 2 models, plus 8 for the merge check) and none at batch 1.
+3 timed passes per input and model) a mergeable variant costs 13 passes at the evaluation batch size (1 untimed
+for the base model, 2 phases x 2 models x 3) and 56 at batch 1, a variant that cannot merge 7 and 32; the previous
+protocol took 64 passes at the evaluation batch size (4 batches spread over the lengths, 2 warm-up + 5 timed
+passes, 2 models, plus 8 for the merge check) and none at batch 1.
 """
 
 from __future__ import annotations
@@ -57,12 +60,13 @@ def representative_singles(lengths: list[int], count: int = BATCH1_EXAMPLES) -> 
 
 
 def interleaved_latency(models: list[nn.Module], inputs: list[dict[str, torch.Tensor]], device: torch.device,
-                        autocast: Any, warmup: int = WARMUP, repeats: int = REPEATS
+                        autocast: Any, warmup: int = WARMUP, repeats: int = REPEATS, warm: list[bool] | None = None
                         ) -> tuple[list[float], list[list[torch.Tensor]]]:
-    """(seconds per pass of each model: mean over inputs of the median over repeats, the warm-up logits).
+    """(seconds per pass of each model: mean over inputs of the median over repeats, each model's logits).
 
-    The logits of each model's first untimed pass on every input are returned (as float32) so that a caller can
-    compare two models' outputs without paying for extra passes.
+    ``warm[m]`` True skips model m's untimed passes (it ran these very inputs moments ago). The logits of each
+    model's first timed pass on every input are returned (as float32) so that a caller can compare two models'
+    outputs without paying for extra passes.
     """
     if not inputs:
         return [float("nan")] * len(models), [[] for _ in models]
@@ -72,12 +76,11 @@ def interleaved_latency(models: list[nn.Module], inputs: list[dict[str, torch.Te
     logits: list[list[torch.Tensor]] = [[] for _ in models]
     with torch.inference_mode():
         for m, model in enumerate(models):
-            for batch in inputs:
-                for w in range(warmup):
-                    with autocast():
-                        out = model(**_features(batch)).logits
-                    if w == 0:
-                        logits[m].append(out.float())
+            if not (warm and warm[m]):
+                for batch in inputs:
+                    for _ in range(warmup):
+                        with autocast():
+                            model(**_features(batch))
         for r in range(repeats):
             order = [(m + r) % len(models) for m in range(len(models))]
             for b, batch in enumerate(inputs):
@@ -86,9 +89,11 @@ def interleaved_latency(models: list[nn.Module], inputs: list[dict[str, torch.Te
                     synchronize(device)
                     start = time.perf_counter()
                     with autocast():
-                        models[m](**features)
+                        out = models[m](**features)
                     synchronize(device)
                     times[m][b].append(time.perf_counter() - start)
+                    if r == 0:
+                        logits[m].append(out.logits.float())
     seconds = [sum(_median(per_input) for per_input in per_model) / len(inputs) for per_model in times]
     return seconds, logits
 
@@ -107,12 +112,14 @@ def inference_overhead(variant: Any, model: nn.Module, base_model: nn.Module, ex
     out: dict[str, Any] = {"inference/timed_batches": len(full), "inference/batch1_examples": len(single),
                            "inference/repeats": REPEATS, "inference/merged": False}
 
-    unmerged = _timed_phase(model, base_model, full, single, device, autocast)
+    # The trained model has just evaluated these very batches: only the base model needs its untimed pass, and
+    # only once (merging changes the weights in place, not what runs).
+    unmerged = _timed_phase(model, base_model, full, single, device, autocast, [True, False])
     if variant.mergeable:
         out.update(_ratios(unmerged, "inference/unmerged_", "inference/batch1_unmerged_"))
         variant.merge(model)
         try:
-            merged = _timed_phase(model, base_model, full, single, device, autocast)
+            merged = _timed_phase(model, base_model, full, single, device, autocast, [True, True])
         finally:
             variant.unmerge(model)
         out["inference/merged"] = True
@@ -127,9 +134,12 @@ def inference_overhead(variant: Any, model: nn.Module, base_model: nn.Module, ex
 
 
 def _timed_phase(model: nn.Module, base_model: nn.Module, full: list[dict[str, torch.Tensor]],
-                 single: list[dict[str, torch.Tensor]], device: torch.device, autocast: Any) -> dict[str, Any]:
-    (trained, base), logits = interleaved_latency([model, base_model], full, device, autocast)
-    (trained1, base1), _ = interleaved_latency([model, base_model], single, device, autocast)
+                 single: list[dict[str, torch.Tensor]], device: torch.device, autocast: Any, warm: list[bool]
+                 ) -> dict[str, Any]:
+    (trained, base), logits = interleaved_latency([model, base_model], full, device, autocast, warm=warm)
+    # Single examples: nothing ran them before the first phase; both models did in the first phase.
+    (trained1, base1), _ = interleaved_latency([model, base_model], single, device, autocast,
+                                               warm=[warm[1], warm[1]])
     return {"trained": trained, "base": base, "trained1": trained1, "base1": base1, "logits": logits[0]}
 
 

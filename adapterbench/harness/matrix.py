@@ -93,8 +93,9 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
           f"records in {out_dir}/" + (f"; executor: {executor.describe()}" if todo else ""), file=stream, flush=True)
     jobs = [Job(spec, record_path(out_dir, spec.run_id), n, before[spec.run_id]) for n, spec in enumerate(todo, 1)]
     outcomes = executor.run(jobs, Context(stream, argv, len(jobs)))
-    all_ok = all(status == "ok" for status in outcomes.values() if status is not None)
+    # A run without an outcome did not finish here: it counts as not ok. None: another process holds it.
     elsewhere = [job.spec for job in jobs if job.spec.run_id in outcomes and outcomes[job.spec.run_id] is None]
+    all_ok = all(outcomes.get(job.spec.run_id, "missing") in ("ok", None) for job in jobs)
     if elsewhere:
         pending = [s for s in elsewhere if existing_status(record_path(out_dir, s.run_id)) != "ok"]
         if pending:

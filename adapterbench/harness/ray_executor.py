@@ -132,7 +132,7 @@ class RayExecutor(Executor):
                     outcomes[job.spec.run_id] = record.get("status")
                     print("  " + summary_line(record), file=lines)
                     context.report(job, lines.getvalue(), where)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or an error here: stop what runs, free the claims, then go on raising
             for ref, (_, _, _, claim, _) in pending.items():
                 ray.cancel(ref, force=True)  # kills the supervisor; its worker dies with it
                 claim.release()
