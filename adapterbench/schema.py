@@ -251,6 +251,8 @@ TRAIN_TPS = _m("throughput/train_tokens_per_s", "tokens/s", "higher", "train tok
                "non-padding tokens per second, same window")
 EVAL_SPS = _m("throughput/eval_samples_per_s", "samples/s", "higher", "eval samples/s", "rate",
               "evaluation throughput")
+TOKENS_SEEN = _m("throughput/tokens_seen", "tokens", "none", "tokens seen", "count",
+                 "non-padding training tokens over the whole run (every step, warm-up included)", True)
 STEADY_STEPS = _m("throughput/steady_steps", "steps", "none", "steady steps", "count",
                   "steps in the measured throughput window")
 TRAIN_S = _m("time/train_s", "seconds", "lower", "train time", "seconds",
@@ -311,7 +313,7 @@ CHECKPOINT_TENSORS = _m("checkpoint/tensors", "tensors", "none", "checkpoint ten
 MEASURES: dict[str, Measure] = {m.key: m for m in (
     PARAMS_TOTAL, PARAMS_TRAINABLE, PARAMS_ADAPTER, PARAMS_HEAD, PARAMS_PERCENT, PARAMS_NEW, PARAMS_DEPLOYED,
     PEAK_MEMORY, PEAK_BASIS, CUDA_RESERVED, CPU_PEAK_RSS, CPU_PEAK_RESET, BEFORE_TRAIN, WEIGHTS_BYTES,
-    GRADIENT_BYTES, OPTIMIZER_BYTES, TRAIN_SPS, TRAIN_TPS, EVAL_SPS, STEADY_STEPS, TRAIN_S, EVAL_S, WALL_S,
+    GRADIENT_BYTES, OPTIMIZER_BYTES, TRAIN_SPS, TRAIN_TPS, TOKENS_SEEN, EVAL_SPS, STEADY_STEPS, TRAIN_S, EVAL_S, WALL_S,
     OVERHEAD, LATENCY_RATIO, MERGED, LATENCY_S, BASE_LATENCY_S, MERGE_DRIFT, CHECKPOINT_BYTES, CHECKPOINT_FILE,
     CHECKPOINT_TENSORS, SETUP_S, CHECKPOINT_S, LATENCY_CHECK_S, PROCESS_S, BATCH1_RATIO, BATCH1_S, BATCH1_BASE_S,
     UNMERGED_RATIO, UNMERGED_S, UNMERGED_BASE_S, BATCH1_UNMERGED_RATIO, BATCH1_UNMERGED_S, BATCH1_UNMERGED_BASE_S,

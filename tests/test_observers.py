@@ -54,6 +54,8 @@ def test_events_arrive_in_the_documented_order_and_observing_changes_nothing():
     assert recorder.events == ["train_start", *epoch, *epoch, "train_end"]
     # A tracker that counts tokens: the step events carry the non-padding token count of each batch.
     assert recorder.tokens == 2 * sum(len(e["input_ids"]) for e in train)
+    # The same count as a built-in measurement (schema entry + the throughput observer, nothing else).
+    assert observed.measurements["throughput/tokens_seen"] == recorder.tokens
     assert observed.step_losses == plain.step_losses  # bit-identical: observers only read
     assert observed.final == plain.final
     assert len(observed.step_times) == observed.total_steps == 6

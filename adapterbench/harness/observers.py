@@ -108,6 +108,7 @@ class Throughput(Observer):
         self.train_s = 0.0
         self.eval_s = 0.0
         self.evaluations = 0
+        self.tokens_seen = 0
         self._segment = 0.0
         self._eval_started = 0.0
 
@@ -122,6 +123,7 @@ class Throughput(Observer):
 
     def step_end(self, state: TrainState, step: StepInfo) -> None:
         self.timer.step_done(step.elapsed_s, step.samples, step.tokens)
+        self.tokens_seen += step.tokens
 
     def eval_start(self) -> None:
         synchronize(self.device)
@@ -139,6 +141,7 @@ class Throughput(Observer):
             "throughput/train_samples_per_s": t.steady_samples / t.steady_s if t.steady_s else None,
             "throughput/train_tokens_per_s": t.steady_tokens / t.steady_s if t.steady_s else None,
             "throughput/steady_steps": t.steady_steps,
+            "throughput/tokens_seen": self.tokens_seen,
             "time/train_s": self.train_s,
             "time/train_overhead_fraction": max(0.0, 1.0 - t.compute_s / self.train_s) if self.train_s else None,
         }
