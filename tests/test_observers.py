@@ -62,3 +62,18 @@ def test_events_arrive_in_the_documented_order_and_observing_changes_nothing():
     for key in ("throughput/train_samples_per_s", "time/train_s", "time/eval_s", "memory/peak_bytes",
                 "memory/optimizer_state_bytes", "time/train_overhead_fraction"):
         assert observed.measurements[key] is not None, key
+
+
+def test_training_time_excludes_every_evaluation_including_points_after_training(monkeypatch):
+    import adapterbench.harness.observers as obs
+
+    clock = iter([0.0, 10.0, 10.0, 12.0, 12.0, 20.0, 25.0])  # train, eval, train end, a point's eval
+    monkeypatch.setattr(obs.time, "perf_counter", lambda: next(clock))
+    t = obs.Throughput(torch.device("cpu"), warmup=0)
+    t.train_start(None)   # 0
+    t.eval_start()        # 10: 10 s of training, eval starts at 10
+    t.eval_end({})        # 12: 2 s of evaluation; the next segment starts at 12
+    t.train_end(None)     # no steps after the last evaluation
+    t.eval_start()        # 20: an evaluation point
+    t.eval_end({})        # 25
+    assert t.train_s == 10.0 and t.eval_s == 7.0 and t.evaluations == 2

@@ -44,12 +44,13 @@ from torch import nn
 from adapterbench.harness.data import iterate, length_grouped_batches, sorted_batches
 from adapterbench.harness.measure import synchronize
 from adapterbench.harness.observers import (
+    Memory,
     Observer,
     Observers,
+    StateBytes,
     StepInfo,
     StepLog,
     Throughput,
-    default_observers,
 )
 from adapterbench.harness.settings import TrainSettings
 from adapterbench.tasks.metrics import compute_metrics
@@ -111,7 +112,8 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
                        observers: list[Observer] | None = None) -> LoopResult:
     """Train ``model`` (already prepared by ``variant.apply``) and evaluate it; returns metrics and timings.
 
-    ``observers`` are added to the default measurements (:func:`default_observers`), for example an experiment
+    ``observers`` are added to the measurements every run records (throughput, memory, state bytes, step log),
+    for example an experiment
     tracker; they see every event and change nothing.
     """
     result = LoopResult()
@@ -122,10 +124,10 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
     optimizer = torch.optim.AdamW(variant.param_groups(model, lr, settings.weight_decay), lr=lr)
     scheduler = linear_schedule(optimizer, int(settings.warmup_ratio * result.total_steps), result.total_steps)
     state = TrainState(model=model, optimizer=optimizer, step=0, total_steps=result.total_steps)
+    throughput = Throughput(device, warmup=min(settings.warmup_steps_excluded, max(0, result.total_steps - 1)),
+                            eval_examples=sum(len(v) for v in evals.values()))
     steps = StepLog()
-    watch = Observers([*default_observers(device, min(settings.warmup_steps_excluded,
-                                                          max(0, result.total_steps - 1))),
-                       steps, *(observers or [])])
+    watch = Observers([throughput, Memory(device), StateBytes(), steps, *(observers or [])])
 
     def evaluate_here() -> tuple[dict[str, float], dict[str, list[Any]], dict[str, list[Any]]]:
         return evaluate_all(model, task, evals, settings, device, autocast, pad_token_id)
@@ -141,7 +143,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
         watch.eval_start()
         metrics, result.predictions["final"], result.references = evaluate_here()  # last epoch = as trained
         entry = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
-                 "time_s": watch_train_s(watch), **metrics, **dict(state.log)}
+                 "time_s": throughput.train_s, **metrics, **dict(state.log)}
         watch.eval_end(entry)
         result.history.append(entry)
     watch.train_end(state)

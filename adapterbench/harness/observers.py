@@ -102,15 +102,17 @@ class Throughput(Observer):
     of it outside forward, backward and the optimizer step.
     """
 
-    def __init__(self, device: torch.device, warmup: int):
+    def __init__(self, device: torch.device, warmup: int, eval_examples: int = 0):
         self.timer = StepTimer(device, warmup=warmup)
         self.device = device
+        self.eval_examples = eval_examples  # examples per evaluation, for eval samples/s
         self.train_s = 0.0
         self.eval_s = 0.0
         self.evaluations = 0
         self.tokens_seen = 0
-        self._segment = 0.0
+        self._segment: float | None = None  # start of the open training segment; None outside training
         self._eval_started = 0.0
+        self._done = False
 
     def train_start(self, state: TrainState) -> None:
         self._segment = time.perf_counter()
@@ -127,13 +129,19 @@ class Throughput(Observer):
 
     def eval_start(self) -> None:
         synchronize(self.device)
-        self.train_s += time.perf_counter() - self._segment
+        if self._segment is not None:  # evaluation points after training close no training segment
+            self.train_s += time.perf_counter() - self._segment
         self._eval_started = time.perf_counter()
 
     def eval_end(self, entry: dict[str, Any]) -> None:
         self.eval_s += time.perf_counter() - self._eval_started
         self.evaluations += 1
-        self._segment = time.perf_counter()
+        if not self._done:
+            self._segment = time.perf_counter()
+
+    def train_end(self, state: TrainState) -> None:
+        # The last epoch's evaluation closed the last segment; what follows (evaluation points) is not training.
+        self._segment, self._done = None, True
 
     def measurements(self) -> dict[str, Any]:
         t = self.timer
@@ -143,6 +151,9 @@ class Throughput(Observer):
             "throughput/steady_steps": t.steady_steps,
             "throughput/tokens_seen": self.tokens_seen,
             "time/train_s": self.train_s,
+            "time/eval_s": self.eval_s,
+            "throughput/eval_samples_per_s": (self.eval_examples * self.evaluations / self.eval_s
+                                              if self.eval_s else None),
             "time/train_overhead_fraction": max(0.0, 1.0 - t.compute_s / self.train_s) if self.train_s else None,
         }
 
@@ -197,8 +208,3 @@ class StepLog(Observer):
     def step_end(self, state: TrainState, step: StepInfo) -> None:
         self.losses.append(step.loss)
         self.times.append(step.elapsed_s)
-
-
-def default_observers(device: torch.device, warmup: int) -> list[Observer]:
-    """The measurements every run records."""
-    return [Throughput(device, warmup), Memory(device), StateBytes(), StepLog()]
