@@ -161,3 +161,47 @@ def test_a_final_at_the_profiles_learning_rate_is_the_plain_run(monkeypatch):
     monkeypatch.setitem(settings.PROFILE_LR, "quick", {"lora": 3e-3})
     assert final_overrides("lora", {"lr": 3e-3}, "quick") == {}  # same identity as `bench run --variants lora`
     assert final_overrides("lora", {"lr": 3e-3, "r": 4}, "quick") == {"lora.r": 4}
+
+
+def test_a_task_swept_apart_gets_its_own_learning_rate(monkeypatch):
+    from adapterbench.harness import settings
+    from adapterbench.harness.sweep import final_overrides
+
+    monkeypatch.setitem(settings.PROFILE_LR, "quick", {"lora": 3e-3})
+    monkeypatch.setitem(settings.PROFILE_TASK_LR, "quick", {"stsb": {"lora": 1e-2}})
+    plain = settings.TrainSettings()
+    assert settings.resolve_lr("quick", "lora", 1e-4, plain, "stsb") == 1e-2
+    assert settings.resolve_lr("quick", "lora", 1e-4, plain, "sst2") == 3e-3  # other tasks keep the profile's
+    assert settings.resolve_lr("quick", "bitfit", 1e-4, plain, "stsb") == 1e-4  # unlisted: the paper's
+    assert settings.resolve_lr("quick", "lora", 1e-4, settings.TrainSettings(lr=5e-5), "stsb") == 5e-5  # --set wins
+    assert final_overrides("lora", {"lr": 1e-2}, "quick", "stsb") == {}
+    assert final_overrides("lora", {"lr": 1e-2}, "quick", "sst2") == {"lora.lr": 1e-2}
+
+
+def test_a_record_made_stale_by_a_new_profile_rate_is_rerun_and_the_old_one_kept(tmp_path, tiny_model_dir,
+                                                                                 monkeypatch):
+    import io
+
+    from adapterbench.harness import settings
+    from adapterbench.harness.matrix import is_done, run_matrix
+
+    data = make_sst2(tmp_path / "d")
+    out = tmp_path / "o"
+    spec = expand(["head"], ["sst2"], [0], tiny_model_dir, "smoke", {}, str(data), str(out))[0]
+    assert run_matrix([spec], isolate=False, stream=io.StringIO()) == 0
+    first = json.loads((out / f"{spec.run_id}.json").read_text())
+    assert is_done(spec)
+
+    stream = io.StringIO()
+    assert run_matrix([spec], isolate=False, stream=stream) == 0  # unchanged rate: skipped
+    assert "1 already done, 0 to run" in stream.getvalue()
+
+    new_lr = first["training"]["lr"] * 3
+    monkeypatch.setitem(settings.PROFILE_LR, "smoke", {"head": new_lr})
+    assert not is_done(spec)  # same run id, other rate: not done
+    stream = io.StringIO()
+    assert run_matrix([spec], isolate=False, stream=stream) == 0
+    assert "0 already done, 1 to run" in stream.getvalue()
+    assert json.loads((out / f"{spec.run_id}.json").read_text())["training"]["lr"] == pytest.approx(new_lr)
+    kept = [json.loads(p.read_text()) for p in (out / "superseded").glob(f"{spec.run_id}*.json")]
+    assert [r["training"]["lr"] for r in kept] == [first["training"]["lr"]]

@@ -2,8 +2,9 @@
 
 Each run is a fresh Python process (``python -m adapterbench.harness.worker``), so one run's memory never leaks
 into the next run's figure and a crash, an out-of-memory kill or a hang of one run does not stop the others. A run
-whose record already exists with status ``ok`` is skipped unless ``force``; an interrupted matrix therefore
-resumes where it stopped.
+whose record already exists with status ``ok`` and the learning rate the run would use now is skipped unless
+``force`` (:func:`is_done`); an interrupted matrix therefore resumes where it stopped, and a record made stale by a
+profile's new learning rate is rerun (the old one moves to ``superseded/``).
 
 Nothing runs twice: duplicate variants, tasks and seeds are dropped by :func:`expand`; each run is claimed
 (:mod:`adapterbench.harness.claims`) before it starts, so two ``bench run`` on one output folder share the work
@@ -14,6 +15,7 @@ so a ``kill -9`` of the parent leaves no orphan that writes its record later.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -36,7 +38,7 @@ from adapterbench.harness.records import (
     supersede,
     write_record,
 )
-from adapterbench.harness.run import RunSpec, base_record, environment
+from adapterbench.harness.run import RunSpec, base_record, environment, planned_lr
 from adapterbench.harness.settings import applicable_overrides, check_overrides
 from adapterbench.harness.worker import EXIT_INTERRUPTED
 from adapterbench.reports.units import summary_line
@@ -47,7 +49,7 @@ from adapterbench.variants import VARIANTS
 if TYPE_CHECKING:
     from adapterbench.harness.executors import Executor
 
-__all__ = ["expand", "preflight", "run_matrix", "begin_run", "run_one", "run_isolated", "dead_record", "summary_line"]
+__all__ = ["expand", "preflight", "run_matrix", "is_done", "begin_run", "run_one", "run_isolated", "dead_record", "summary_line"]
 
 INTERRUPT_GRACE_S = 30  # how long an interrupted worker may take to stop before it is killed
 
@@ -86,7 +88,7 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
     except OSError as exc:
         raise UserError(f"cannot create the output folder {str(out_dir)!r} ({exc.strerror})") from None
     before = {s.run_id: _file_state(record_path(out_dir, s.run_id)) for s in specs}
-    todo = [s for s in specs if force or existing_status(record_path(out_dir, s.run_id)) != "ok"]
+    todo = [s for s in specs if force or not is_done(s)]
     skipped = len(specs) - len(todo)
     print(f"matrix: {len(specs)} runs ({len({s.variant for s in specs})} variants x {len({s.task for s in specs})}"
           f" tasks x {len({s.seed for s in specs})} seeds), {skipped} already done, {len(todo)} to run; "
@@ -97,13 +99,25 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
     elsewhere = [job.spec for job in jobs if job.spec.run_id in outcomes and outcomes[job.spec.run_id] is None]
     all_ok = all(outcomes.get(job.spec.run_id, "missing") in ("ok", None) for job in jobs)
     if elsewhere:
-        pending = [s for s in elsewhere if existing_status(record_path(out_dir, s.run_id)) != "ok"]
+        pending = [s for s in elsewhere if not is_done(s)]
         if pending:
             runs = "1 run is" if len(pending) == 1 else f"{len(pending)} runs are"
             print(f"{runs} still being run by other processes on {out_dir}/; rerun this command once they finish "
                   f"to check their records", file=stream, flush=True)
             all_ok = False
     return 0 if all_ok else 1
+
+
+def is_done(spec: RunSpec) -> bool:
+    """Whether ``spec`` has a record with status ``ok`` that trained at the learning rate it would use now."""
+    try:
+        record = read_record(record_path(Path(spec.out_dir), spec.run_id))
+    except (OSError, ValueError):
+        return False
+    if record.get("status") != "ok":
+        return False
+    recorded = record.get("training", {}).get("lr")
+    return recorded is None or math.isclose(recorded, planned_lr(spec), rel_tol=1e-9)
 
 
 def begin_run(spec: RunSpec, seen: tuple[int, int] | None, stream: TextIO) -> claims.Claim | str | None:

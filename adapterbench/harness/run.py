@@ -103,8 +103,21 @@ def resolve(spec: RunSpec) -> ResolvedRun:
     settings = resolve_settings(spec.profile, train_over)
     device, precision = select_device(settings)
     return ResolvedRun(spec=spec, variant_cls=variant_cls, variant_overrides=variant_over, origin=entry.origin,
-                       settings=settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings),
+                       settings=settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task),
                        device=device, precision=precision, task=get_task(spec.task), model=resolve_model(spec.model))
+
+
+def planned_lr(spec: RunSpec) -> float:
+    """The learning rate ``spec`` would train with now (``--set lr``, else the profile's, else the paper's).
+
+    The profile's rate is not part of the run id (a final whose rate the profile gives has no override), so a
+    record written before the profile's rate changed has this run's id but not its rate: see
+    :func:`adapterbench.harness.matrix.is_done`.
+    """
+    variant_cls = VARIANTS.entry(spec.variant).load()
+    train_over, _ = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
+    settings = resolve_settings(spec.profile, train_over)
+    return resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task)
 
 
 def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:

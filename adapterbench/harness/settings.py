@@ -103,10 +103,22 @@ PROFILE_LR: dict[str, dict[str, float]] = {
 }
 
 
-def resolve_lr(profile: str, variant_name: str, default_lr: float, settings: TrainSettings) -> float:
-    """The run's learning rate: ``--set lr`` if given, else the profile's for this variant, else its default."""
+# Per-task learning rates of a profile, from a sweep on that task; they win over PROFILE_LR for their task only.
+# Tasks not listed take PROFILE_LR (swept on SST-2).
+PROFILE_TASK_LR: dict[str, dict[str, dict[str, float]]] = {
+    "quick": {},
+}
+
+
+def resolve_lr(profile: str, variant_name: str, default_lr: float, settings: TrainSettings,
+               task: str | None = None) -> float:
+    """The run's learning rate: ``--set lr`` if given, else the profile's for this task and variant, else the
+    profile's for this variant, else its default (the paper's)."""
     if settings.lr is not None:
         return settings.lr
+    per_task = PROFILE_TASK_LR.get(profile, {}).get(task or "", {})
+    if variant_name in per_task:
+        return per_task[variant_name]
     return PROFILE_LR.get(profile, {}).get(variant_name, default_lr)
 
 

@@ -122,14 +122,14 @@ def select(trials: list[tuple[RunSpec, dict[str, Any] | None]], greater_is_bette
     return best
 
 
-def final_overrides(variant: str, chosen: dict[str, Any], profile: str) -> dict[str, Any]:
+def final_overrides(variant: str, chosen: dict[str, Any], profile: str, task: str | None = None) -> dict[str, Any]:
     """The overrides of a final run: the chosen setting, minus a learning rate the profile already gives.
 
-    Once a profile carries the sweep's learning rates (``PROFILE_LR``), a final is then exactly the run
+    Once a profile carries the sweep's learning rates (``PROFILE_LR`` or, per task, ``PROFILE_TASK_LR``), a final is then exactly the run
     ``bench run --variants <v> --profile <p>`` makes, with the same run id, so it is not computed twice.
     """
     cls = VARIANTS.get(variant)
-    profile_lr = resolve_lr(profile, variant, cls.default_lr, TrainSettings())
+    profile_lr = resolve_lr(profile, variant, cls.default_lr, TrainSettings(), task)
     return {f"{variant}.{k}": v for k, v in chosen.items()
             if not (k == "lr" and math.isclose(float(v), profile_lr, rel_tol=1e-9))}
 
@@ -183,7 +183,7 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
                             "total_steps": (r or {}).get("training", {}).get("total_steps")} for s, r in results],
             }
             for spec in expand([variant], [task_name], seeds, model, profile,
-                               {**overrides, **final_overrides(variant, chosen, profile)}, data_dir,
+                               {**overrides, **final_overrides(variant, chosen, profile, task_name)}, data_dir,
                                final_out or str(out_dir / "final")):
                 finals.append(replace(spec, tags={"sweep": name, "role": "final", "chosen": chosen,
                                                   "selected_on": HOLDOUT_SPLIT,
