@@ -14,6 +14,13 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("ADAPTERBENCH_PROGRESS", "0")
 
+# transformers binds its log handler to whatever sys.stderr is when it first logs. Were that inside a test using
+# capsys, the handler would keep that test's capture stream, closed once the test ends, and every later log line
+# would print a "--- Logging error ---" traceback into another test's stderr. Bind it now, to the session's stream.
+import transformers.utils.logging as _transformers_logging  # noqa: E402
+
+_transformers_logging.get_logger("transformers")
+
 
 @pytest.fixture(scope="session")
 def real_records(tmp_path_factory):
