@@ -205,3 +205,25 @@ def test_a_record_made_stale_by_a_new_profile_rate_is_rerun_and_the_old_one_kept
     assert json.loads((out / f"{spec.run_id}.json").read_text())["training"]["lr"] == pytest.approx(new_lr)
     kept = [json.loads(p.read_text()) for p in (out / "superseded").glob(f"{spec.run_id}*.json")]
     assert [r["training"]["lr"] for r in kept] == [first["training"]["lr"]]
+
+
+def test_trials_only_writes_the_selection_once_every_trial_is_done_and_runs_no_final(tmp_path, tiny_model_dir):
+    data = make_sst2(tmp_path / "d")
+    out = tmp_path / "sweep"
+    args = (["head"], ["sst2"], {"lr": ["1x", "3x"]}, [0, 1], tiny_model_dir, "smoke", {"max_train_samples": 24},
+            str(data), str(out))
+    assert run_sweep(*args, holdout=8, isolate=False, trials_only=True, final_out=str(tmp_path / "board")) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["finals"] == str(tmp_path / "board")
+    trials = summary["tasks"]["sst2"]["variants"]["head"]["trials"]
+    assert len(trials) == 2 and all(t["status"] == "ok" for t in trials)
+    assert "head" in (out / "sweep.md").read_text()
+    assert not (tmp_path / "board").exists() and not (out / "final").exists()  # the finals run elsewhere
+
+    import io
+
+    (out / "sweep.json").unlink()
+    next(iter((out / "trials").glob("*.json"))).unlink()  # an interrupted sweep resumes: the missing trial reruns
+    stream = io.StringIO()
+    assert run_sweep(*args, holdout=8, isolate=False, trials_only=True, stream=stream) == 0
+    assert "1 already done, 1 to run" in stream.getvalue() and (out / "sweep.json").exists()

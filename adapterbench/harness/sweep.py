@@ -142,7 +142,8 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
 
     ``final_out`` puts the finals in another results folder (default ``<out>/final``), for example the
     leaderboard's, where runs with the same identity are then already done. ``trials_only`` stops after the
-    trials (several processes can share the trials of one sweep, each claiming runs; selection then waits for all).
+    trials and, once every trial is done, the selection (``sweep.json``, ``sweep.md``): several processes can share
+    the trials of one sweep, each claiming runs, and the finals can run elsewhere (for example a leaderboard matrix).
     """
     out_dir = Path(out)
     name = out_dir.name
@@ -158,9 +159,24 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
                          name)
     preflight(trials)
     trials_code = run_matrix(trials, force=force, isolate=isolate, stream=stream)
+    if trials_only and any(_read(record_path(Path(t.out_dir), t.run_id)) is None for t in trials):
+        return trials_code  # some trials are still running elsewhere (or were interrupted): no selection yet
+    summary, finals = select_and_plan(trials, variants, tasks, grid, seeds, model, profile, overrides, data_dir,
+                                      out_dir, holdout, trial_seed, final_out)
+    write_record(out_dir / "sweep.json", summary)
+    (out_dir / "sweep.md").write_text(sweep_markdown(summary))
     if trials_only:
-        return trials_code
+        return 0
+    preflight(finals)
+    return run_matrix(finals, force=force, isolate=isolate, stream=stream)
 
+
+def select_and_plan(trials: list[RunSpec], variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
+                    seeds: list[int], model: str, profile: str, overrides: dict[str, Any], data_dir: str | None,
+                    out_dir: Path, holdout: int, trial_seed: int, final_out: str | None
+                    ) -> tuple[dict[str, Any], list[RunSpec]]:
+    """The selection from the trials' records (what ``sweep.json`` holds) and the final runs it implies."""
+    name = out_dir.name
     summary: dict[str, Any] = {"sweep": name, "profile": profile, "model": model, "grid": grid,
                                "trials_per_variant": len(grid_points(grid)), "holdout_examples": holdout,
                                "trial_seed": trial_seed, "seeds": seeds, "selection_split": HOLDOUT_SPLIT,
@@ -188,10 +204,7 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
                 finals.append(replace(spec, tags={"sweep": name, "role": "final", "chosen": chosen,
                                                   "selected_on": HOLDOUT_SPLIT,
                                                   "trials": [s.run_id for s in mine]}))
-    write_record(out_dir / "sweep.json", summary)
-    (out_dir / "sweep.md").write_text(sweep_markdown(summary))
-    preflight(finals)
-    return run_matrix(finals, force=force, isolate=isolate, stream=stream)
+    return summary, finals
 
 
 def _read(path: Path) -> dict[str, Any] | None:
