@@ -28,8 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("ADAPTERBENCH_PROGRESS", "0")
 
 from adapterbench.harness.executors import LocalExecutor  # noqa: E402
-from adapterbench.harness.ray_executor import RayExecutor  # noqa: E402
 from adapterbench.harness.matrix import expand, run_matrix  # noqa: E402
+from adapterbench.harness.ray_executor import RayExecutor  # noqa: E402
 from adapterbench.harness.records import checkpoint_path, read_record  # noqa: E402
 from adapterbench.testing import save_tiny_model  # noqa: E402
 
