@@ -112,9 +112,8 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
                        observers: list[Observer] | None = None) -> LoopResult:
     """Train ``model`` (already prepared by ``variant.apply``) and evaluate it; returns metrics and timings.
 
-    ``observers`` are added to the measurements every run records (throughput, memory, state bytes, step log),
-    for example an experiment
-    tracker; they see every event and change nothing.
+    ``observers`` (an experiment tracker, say) are added to the measurements every run records (throughput,
+    memory, state bytes, step log); they see every event and change nothing.
     """
     result = LoopResult()
     autocast = autocast_factory(device, precision)

@@ -49,7 +49,8 @@ from adapterbench.variants import VARIANTS
 if TYPE_CHECKING:
     from adapterbench.harness.executors import Executor
 
-__all__ = ["expand", "preflight", "run_matrix", "is_done", "begin_run", "run_one", "run_isolated", "dead_record", "summary_line"]
+__all__ = ["expand", "preflight", "run_matrix", "is_done", "begin_run", "run_one", "run_isolated", "dead_record",
+           "summary_line"]
 
 INTERRUPT_GRACE_S = 30  # how long an interrupted worker may take to stop before it is killed
 

@@ -103,7 +103,8 @@ def resolve(spec: RunSpec) -> ResolvedRun:
     settings = resolve_settings(spec.profile, train_over)
     device, precision = select_device(settings)
     return ResolvedRun(spec=spec, variant_cls=variant_cls, variant_overrides=variant_over, origin=entry.origin,
-                       settings=settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task),
+                       settings=settings,
+                       lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task),
                        device=device, precision=precision, task=get_task(spec.task), model=resolve_model(spec.model))
 
 

@@ -12,8 +12,8 @@ The protocol, for each (task, variant):
    numbers that are reported.
 
 Trials and finals are ordinary records (resumable, skipped when done) under ``<out>/trials/`` and
-``<out>/final/`` (or ``--final-out``), tagged ``{"sweep", "role", ...}``; ``<out>/sweep.json`` and ``<out>/sweep.md`` hold the chosen
-settings and every trial's value.
+``<out>/final/`` (or ``--final-out``), tagged ``{"sweep", "role", ...}``; ``<out>/sweep.json`` and
+``<out>/sweep.md`` hold the chosen settings and every trial's value.
 """
 
 from __future__ import annotations
@@ -125,8 +125,9 @@ def select(trials: list[tuple[RunSpec, dict[str, Any] | None]], greater_is_bette
 def final_overrides(variant: str, chosen: dict[str, Any], profile: str, task: str | None = None) -> dict[str, Any]:
     """The overrides of a final run: the chosen setting, minus a learning rate the profile already gives.
 
-    Once a profile carries the sweep's learning rates (``PROFILE_LR`` or, per task, ``PROFILE_TASK_LR``), a final is then exactly the run
-    ``bench run --variants <v> --profile <p>`` makes, with the same run id, so it is not computed twice.
+    Once a profile carries the sweep's learning rates (``PROFILE_LR`` or, per task, ``PROFILE_TASK_LR``), a final
+    is then exactly the run ``bench run --variants <v> --profile <p>`` makes, with the same run id, so it is not
+    computed twice.
     """
     cls = VARIANTS.get(variant)
     profile_lr = resolve_lr(profile, variant, cls.default_lr, TrainSettings(), task)
