@@ -11,7 +11,7 @@ import os
 import random
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,17 +108,25 @@ def resolve(spec: RunSpec) -> ResolvedRun:
                        device=device, precision=precision, task=get_task(spec.task), model=resolve_model(spec.model))
 
 
-def planned_lr(spec: RunSpec) -> float:
-    """The learning rate ``spec`` would train with now (``--set lr``, else the profile's, else the paper's).
+def planned_settings(spec: RunSpec) -> TrainSettings:
+    """The loop settings ``spec`` would train with now, its learning rate resolved (``--set lr``, else the
+    profile's for its task and variant, else the paper's).
 
-    The profile's rate is not part of the run id (a final whose rate the profile gives has no override), so a
-    record written before the profile's rate changed has this run's id but not its rate: see
-    :func:`adapterbench.harness.matrix.is_done`.
+    The profile's settings are not part of the run id (a run id hashes the user's overrides only), so a record
+    written before a profile changed (a new learning rate, more epochs) has this run's id but other settings:
+    see :func:`adapterbench.harness.matrix.is_done`.
     """
     variant_cls = VARIANTS.entry(spec.variant).load()
     train_over, _ = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
     settings = resolve_settings(spec.profile, train_over)
-    return resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task)
+    return replace(settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task))
+
+
+def planned_lr(spec: RunSpec) -> float:
+    """The learning rate ``spec`` would train with now (see :func:`planned_settings`)."""
+    lr = planned_settings(spec).lr
+    assert lr is not None  # resolve_lr always gives one
+    return lr
 
 
 def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:

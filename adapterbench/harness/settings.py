@@ -134,6 +134,10 @@ def resolve_lr(profile: str, variant_name: str, default_lr: float, settings: Tra
 
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings))
+# The loop settings a record must share with its run's plan to count as done (a profile may change under a
+# record). Device and precision are recorded as resolved where the run went (auto -> cpu, fp32), and where a run
+# goes is not part of what it is, so they never make a record stale.
+PLAN_KEYS = tuple(key for key in TRAIN_KEYS if key not in ("device", "precision"))
 
 
 def profile_settings(name: str) -> TrainSettings:
