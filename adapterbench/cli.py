@@ -261,9 +261,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"shard {index}/{count}: {len(specs)} of the matrix's {whole} runs")
         if not specs:
             return 0
-    preflight(specs)
-    with _sigterm_interrupts():
-        return run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
+    executor.prestart()  # the first worker imports torch while the preflight runs here
+    try:
+        preflight(specs)
+        with _sigterm_interrupts():
+            return run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
+    finally:
+        executor.close()
 
 
 @contextlib.contextmanager

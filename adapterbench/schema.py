@@ -277,7 +277,11 @@ CHECKPOINT_S = _m("time/checkpoint_s", "seconds", "lower", "saving time", "secon
 LATENCY_CHECK_S = _m("time/latency_check_s", "seconds", "lower", "latency check time", "seconds",
                      "the inference-overhead check (harness/latency.py), base model loading included")
 PROCESS_S = _m("time/process_s", "seconds", "lower", "worker process time", "seconds",
-               "the run's worker process from start to exit, as the matrix saw it (Python start and imports too)")
+               "the run's worker process from start to exit, as the matrix saw it (Python start and imports too; "
+               "a prestarted worker's wait for its run left out)")
+WORKER_WAIT_S = _m("time/worker_wait_s", "seconds", "none", "worker wait", "seconds",
+                   "a worker started ahead of its run (during the matrix's preflight): how long it waited, "
+                   "imports done, for its run; not part of the run's cost")
 BATCH1_RATIO = _m("inference/batch1_latency_ratio", "× base", "lower", "latency at batch 1 (× base)", "ratio",
                   "latency of single examples, trained model (merged when it can) over the base model's")
 BATCH1_S = _m("inference/batch1_latency_s", "seconds", "lower", "latency at batch 1", "seconds",
@@ -315,8 +319,8 @@ MEASURES: dict[str, Measure] = {m.key: m for m in (
     PEAK_MEMORY, PEAK_BASIS, CUDA_RESERVED, CPU_PEAK_RSS, CPU_PEAK_RESET, BEFORE_TRAIN, WEIGHTS_BYTES,
     GRADIENT_BYTES, OPTIMIZER_BYTES, TRAIN_SPS, TRAIN_TPS, TOKENS_SEEN, EVAL_SPS, STEADY_STEPS, TRAIN_S, EVAL_S,
     WALL_S, OVERHEAD, LATENCY_RATIO, MERGED, LATENCY_S, BASE_LATENCY_S, MERGE_DRIFT, CHECKPOINT_BYTES, CHECKPOINT_FILE,
-    CHECKPOINT_TENSORS, SETUP_S, CHECKPOINT_S, LATENCY_CHECK_S, PROCESS_S, BATCH1_RATIO, BATCH1_S, BATCH1_BASE_S,
-    UNMERGED_RATIO, UNMERGED_S, UNMERGED_BASE_S, BATCH1_UNMERGED_RATIO, BATCH1_UNMERGED_S, BATCH1_UNMERGED_BASE_S,
+    CHECKPOINT_TENSORS, SETUP_S, CHECKPOINT_S, LATENCY_CHECK_S, PROCESS_S, WORKER_WAIT_S, BATCH1_RATIO, BATCH1_S,
+    BATCH1_BASE_S, UNMERGED_RATIO, UNMERGED_S, UNMERGED_BASE_S, BATCH1_UNMERGED_RATIO, BATCH1_UNMERGED_S, BATCH1_UNMERGED_BASE_S,
     TIMED_BATCHES, BATCH1_EXAMPLES, LATENCY_REPEATS)}
 MEASURE_NAMESPACES = frozenset(k.split("/")[0] for k in MEASURES)  # "params", "memory", ...
 

@@ -99,12 +99,69 @@ def assert_same_runs(a: Path, b: Path) -> None:
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
 
 
+# ---- local: the first worker starts before the preflight -----------------------------------------------------
+def spy_on_workers(monkeypatch) -> list:
+    started = []
+    real = matrix.start_worker
+
+    def spy(env=None, path=None):
+        worker = real(env, path)
+        started.append((path, worker))
+        return worker
+
+    monkeypatch.setattr(matrix, "start_worker", spy)
+    return started
+
+
+def test_bench_run_hands_its_first_run_to_the_worker_it_started_before_the_preflight(monkeypatch, tmp_path,
+                                                                                      tiny_folder):
+    started = spy_on_workers(monkeypatch)
+    out = tmp_path / "out"
+    code = main(["run", "--variants", "head", "--task", str(TASK_FILE), "--model", str(tiny_folder), "--profile",
+                 "smoke", "--seeds", "0,1", "--set", "max_steps=2", "--out", str(out)])
+    assert code == 0
+    # One worker started ahead (no record known yet), then one for the second run (its record on its command line).
+    assert [path is None for path, _ in started] == [True, False]
+    assert all(worker.process.returncode == 0 for _, worker in started)
+    by_seed = {r["seed"]: r["measurements"] for r in records(out).values()}
+    assert by_seed[0]["time/worker_wait_s"] >= 0 and by_seed[1]["time/worker_wait_s"] >= 0
+    for m in by_seed.values():  # the wait is no part of the run's process time, which still holds the run
+        assert m["time/process_s"] > m["time/wall_s"] > 0
+
+
+def test_a_failed_preflight_stops_the_worker_started_ahead_and_writes_nothing(monkeypatch, capsys, tmp_path,
+                                                                               tiny_folder):
+    started = spy_on_workers(monkeypatch)
+    code = main(["run", "--variants", "head", "--task", str(TASK_FILE), "--model", str(tiny_folder), "--profile",
+                 "smoke", "--seeds", "-1", "--out", str(tmp_path / "out")])
+    assert code == 2 and "seed" in capsys.readouterr().err
+    assert len(started) == 1 and started[0][1].process.returncode is not None  # stopped, not left waiting
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_matrix_already_done_dismisses_the_worker_started_ahead(monkeypatch, tmp_path, tiny_folder):
+    argv = ["run", "--variants", "head", "--task", str(TASK_FILE), "--model", str(tiny_folder), "--profile",
+            "smoke", "--set", "max_steps=2", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    before = records(tmp_path / "out")
+    started = spy_on_workers(monkeypatch)
+    assert main(argv) == 0
+    assert len(started) == 1 and started[0][1].process.returncode is not None
+    assert records(tmp_path / "out") == before  # nothing rerun, nothing rewritten
+
+
+def test_a_worker_given_no_run_exits_quietly_without_writing():
+    done = subprocess.run([sys.executable, "-m", "adapterbench.harness.worker"], input="", text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
 # ---- device pool -----------------------------------------------------------------------------------------
 def test_device_pool_runs_one_run_per_device_at_a_time(monkeypatch, tmp_path, tiny_folder):
     spans: list[tuple[str, float, float]] = []
     lock = threading.Lock()
 
-    def fake_run(spec, path, argv=None, on_start=None, env=None, placement=None):
+    def fake_run(spec, path, argv=None, on_start=None, env=None, placement=None, worker=None):
         start = time.perf_counter()
         time.sleep(0.05)
         with lock:
@@ -124,7 +181,7 @@ def test_device_pool_runs_one_run_per_device_at_a_time(monkeypatch, tmp_path, ti
 def test_an_error_on_one_device_stops_the_pool_and_reaches_the_caller(monkeypatch, tmp_path, tiny_folder):
     calls = []
 
-    def full_disk(spec, path, argv=None, on_start=None, env=None, placement=None):
+    def full_disk(spec, path, argv=None, on_start=None, env=None, placement=None, worker=None):
         calls.append(spec.run_id)
         raise UserError(f"cannot write the record {str(path)!r} (No space left on device)")
 

@@ -207,6 +207,37 @@ def test_a_record_made_stale_by_a_new_profile_rate_is_rerun_and_the_old_one_kept
     assert [r["training"]["lr"] for r in kept] == [first["training"]["lr"]]
 
 
+def test_a_record_made_stale_by_a_new_profile_size_is_rerun_but_not_by_where_it_ran(tmp_path, tiny_model_dir,
+                                                                                      monkeypatch):
+    import dataclasses
+    import io
+
+    from adapterbench.harness import settings
+    from adapterbench.harness.matrix import is_done, run_matrix
+
+    data = make_sst2(tmp_path / "d")
+    out = tmp_path / "o"
+    spec = expand(["head"], ["sst2"], [0], tiny_model_dir, "smoke", {}, str(data), str(out))[0]
+    assert run_matrix([spec], isolate=False, stream=io.StringIO()) == 0
+    path = out / f"{spec.run_id}.json"
+    record = json.loads(path.read_text())
+    assert record["training"]["epochs"] == 1 and is_done(spec)
+
+    # Where it ran is not what it is: a record from a GPU (device and precision resolved there) still counts.
+    record["training"].update(device="cuda:1", precision="bf16")
+    path.write_text(json.dumps(record))
+    assert is_done(spec)
+
+    smoke = settings.PROFILES["smoke"]
+    monkeypatch.setitem(settings.PROFILES, "smoke", dataclasses.replace(smoke, epochs=2))
+    assert not is_done(spec)  # same run id, the profile trains twice as long now
+    stream = io.StringIO()
+    assert run_matrix([spec], isolate=False, stream=stream) == 0
+    assert "0 already done, 1 to run" in stream.getvalue()
+    assert json.loads(path.read_text())["training"]["epochs"] == 2
+    assert [json.loads(p.read_text())["training"]["epochs"] for p in (out / "superseded").glob("*.json")] == [1]
+
+
 def test_trials_only_writes_the_selection_once_every_trial_is_done_and_runs_no_final(tmp_path, tiny_model_dir):
     data = make_sst2(tmp_path / "d")
     out = tmp_path / "sweep"

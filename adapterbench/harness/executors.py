@@ -80,6 +80,14 @@ class Executor(ABC):
         """Raise :class:`UserError` before any run when the specs cannot run on this executor."""
         return None  # most executors run any spec
 
+    def prestart(self) -> None:
+        """Get ready for the first run while the caller does other work (the preflight); see :meth:`close`."""
+        return None
+
+    def close(self) -> None:
+        """Release whatever :meth:`prestart` got ready and :meth:`run` did not use."""
+        return None
+
     @abstractmethod
     def run(self, jobs: list[Job], context: Context) -> Outcomes: ...
 
@@ -94,15 +102,35 @@ class LocalExecutor(Executor):
 
     def __init__(self, isolate: bool = True):
         self.isolate = isolate
+        self._spare: Any = None  # a worker started by prestart(), for the first run
+
+    def prestart(self) -> None:
+        """Start the first run's worker now: its Python start and imports (torch, transformers) overlap the
+        caller's preflight instead of following it. The worker touches no tensor before it has its run."""
+        from adapterbench.harness.matrix import start_worker
+
+        if self.isolate and self._spare is None:
+            self._spare = start_worker()
+
+    def close(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.dismiss()
 
     def run(self, jobs: list[Job], context: Context) -> Outcomes:
         from adapterbench.harness.matrix import run_one
 
         outcomes: Outcomes = {}
-        for job in jobs:
-            print(context.title(job), file=context.stream, flush=True)
-            outcomes[job.spec.run_id] = run_one(job.spec, job.seen, self.isolate, context.stream, context.argv,
-                                                placement={"executor": self.name, "host": host()})
+        try:
+            for job in jobs:
+                print(context.title(job), file=context.stream, flush=True)
+                outcomes[job.spec.run_id] = run_one(job.spec, job.seen, self.isolate, context.stream, context.argv,
+                                                    placement={"executor": self.name, "host": host()},
+                                                    worker=self._spare)
+                if self._spare is not None and self._spare.process.returncode is not None:
+                    self._spare = None  # it ran this job (or died): the next run starts its own
+        finally:
+            self.close()
         return outcomes
 
     def describe(self) -> str:

@@ -2,9 +2,9 @@
 
 Each run is a fresh Python process (``python -m adapterbench.harness.worker``), so one run's memory never leaks
 into the next run's figure and a crash, an out-of-memory kill or a hang of one run does not stop the others. A run
-whose record already exists with status ``ok`` and the learning rate the run would use now is skipped unless
+whose record already exists with status ``ok`` and the loop settings the run would use now is skipped unless
 ``force`` (:func:`is_done`); an interrupted matrix therefore resumes where it stopped, and a record made stale by a
-profile's new learning rate is rerun (the old one moves to ``superseded/``).
+profile's change (a new learning rate, more steps) is rerun (the old one moves to ``superseded/``).
 
 Nothing runs twice: duplicate variants, tasks and seeds are dropped by :func:`expand`; each run is claimed
 (:mod:`adapterbench.harness.claims`) before it starts, so two ``bench run`` on one output folder share the work
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -38,10 +38,11 @@ from adapterbench.harness.records import (
     supersede,
     write_record,
 )
-from adapterbench.harness.run import RunSpec, base_record, environment, planned_lr
-from adapterbench.harness.settings import applicable_overrides, check_overrides
+from adapterbench.harness.run import RunSpec, base_record, environment, planned_settings
+from adapterbench.harness.settings import PLAN_KEYS, applicable_overrides, check_overrides
 from adapterbench.harness.worker import EXIT_INTERRUPTED
 from adapterbench.reports.units import summary_line
+from adapterbench.schema import PROCESS_S, WORKER_WAIT_S
 from adapterbench.tasks import get_task
 from adapterbench.tasks.fingerprint import data_identity
 from adapterbench.variants import VARIANTS
@@ -49,8 +50,8 @@ from adapterbench.variants import VARIANTS
 if TYPE_CHECKING:
     from adapterbench.harness.executors import Executor
 
-__all__ = ["expand", "preflight", "run_matrix", "is_done", "begin_run", "run_one", "run_isolated", "dead_record",
-           "summary_line"]
+__all__ = ["expand", "preflight", "run_matrix", "is_done", "begin_run", "run_one", "run_isolated", "start_worker",
+           "Worker", "dead_record", "summary_line"]
 
 INTERRUPT_GRACE_S = 30  # how long an interrupted worker may take to stop before it is killed
 
@@ -110,15 +111,28 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
 
 
 def is_done(spec: RunSpec) -> bool:
-    """Whether ``spec`` has a record with status ``ok`` that trained at the learning rate it would use now."""
+    """Whether ``spec`` has a record with status ``ok`` whose loop settings are those it would use now.
+
+    Every :data:`~adapterbench.harness.settings.PLAN_KEYS` setting the record holds must equal the planned one
+    (:func:`~adapterbench.harness.run.planned_settings`): a record of a profile's old learning rate or old
+    training size is stale, and the matrix reruns it (the old record moves to ``superseded/``). A setting that
+    an older record does not hold yet is not held against it.
+    """
     try:
         record = read_record(record_path(Path(spec.out_dir), spec.run_id))
     except (OSError, ValueError):
         return False
     if record.get("status") != "ok":
         return False
-    recorded = record.get("training", {}).get("lr")
-    return recorded is None or math.isclose(recorded, planned_lr(spec), rel_tol=1e-9)
+    recorded = record.get("training", {})
+    planned = planned_settings(spec).as_dict()
+    return all(_same(recorded[key], planned[key]) for key in PLAN_KEYS if key in recorded)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
 
 
 def begin_run(spec: RunSpec, seen: tuple[int, int] | None, stream: TextIO) -> claims.Claim | str | None:
@@ -150,10 +164,12 @@ def begin_run(spec: RunSpec, seen: tuple[int, int] | None, stream: TextIO) -> cl
 
 def run_one(spec: RunSpec, seen: tuple[int, int] | None, isolate: bool, stream: TextIO,
             argv: list[str] | None = None, env: dict[str, str] | None = None,
-            placement: dict[str, Any] | None = None, on_start: Callable[[int], None] | None = None) -> str | None:
+            placement: dict[str, Any] | None = None, on_start: Callable[[int], None] | None = None,
+            worker: Worker | None = None) -> str | None:
     """Claim, run and record one spec; its status, or None when another live process holds its claim.
 
-    ``env``, ``placement`` and ``on_start`` go to :func:`run_isolated` (an executor's GPU and where it ran).
+    ``env``, ``placement``, ``on_start`` and ``worker`` go to :func:`run_isolated` (an executor's GPU, where it
+    ran, a worker started ahead of time); ``worker`` is left alone when the run is not claimed here.
     """
     claim = begin_run(spec, seen, stream)
     if not isinstance(claim, claims.Claim):
@@ -166,7 +182,7 @@ def run_one(spec: RunSpec, seen: tuple[int, int] | None, isolate: bool, stream: 
                 if on_start is not None:
                     on_start(pid)
 
-            record = run_isolated(spec, path, argv, on_start=started, env=env, placement=placement)
+            record = run_isolated(spec, path, argv, on_start=started, env=env, placement=placement, worker=worker)
         else:
             record = _run_here(spec, path, argv)
     print("  " + summary_line(record), file=stream, flush=True)
@@ -212,26 +228,59 @@ def _write(path: Path, record: dict[str, Any]) -> None:
                         f"rerun it once the output folder is writable") from None
 
 
+@dataclass
+class Worker:
+    """A started worker process (``python -m adapterbench.harness.worker``) and when it started."""
+
+    process: subprocess.Popen
+    started: float  # time.perf_counter() when it was started
+
+    def dismiss(self) -> None:
+        """No run for this worker: stop it (it has only imported modules; it holds nothing to lose)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+
+def start_worker(env: dict[str, str] | None = None, path: Path | None = None) -> Worker:
+    """Start a worker; it imports everything a run needs, then waits on its standard input for its run.
+
+    It dies with this process (see :mod:`adapterbench.harness.worker`), so start it from a thread that outlives
+    it. ``env`` is added to its environment (an executor's ``CUDA_VISIBLE_DEVICES``); ``path``, the record it
+    will write when that is known already, goes on its command line (so ``ps`` shows which run a worker runs).
+    """
+    env = {**os.environ, **(env or {}), "ADAPTERBENCH_PARENT_PID": str(os.getpid())}
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "adapterbench.harness.worker"] + ([str(path)] if path is not None else [])
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, text=True, env=env)
+    return Worker(process, started)
+
+
 def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_start: Any = None,
-                 env: dict[str, str] | None = None, placement: dict[str, Any] | None = None) -> dict[str, Any]:
+                 env: dict[str, str] | None = None, placement: dict[str, Any] | None = None,
+                 worker: Worker | None = None) -> dict[str, Any]:
     """Run ``spec`` in a worker process and return its record (written at ``path`` by the worker, or here).
 
-    The worker dies with this process (see :mod:`adapterbench.harness.worker`). On Ctrl-C (or SIGTERM turned
-    into ``KeyboardInterrupt`` by the command line) the worker is interrupted too, given
-    ``INTERRUPT_GRACE_S`` to stop, then killed; no record is written for the interrupted run, and the
-    ``KeyboardInterrupt`` goes on to the caller. ``on_start(pid)`` is called once the worker exists. ``env`` is
-    added to the worker's environment (an executor's ``CUDA_VISIBLE_DEVICES``); ``placement`` (where it ran)
-    goes into the record's ``environment.placement``, and ``time/process_s`` (the worker's whole life: Python
-    start, imports, the run, writing) into its measurements.
+    ``worker``: one started ahead of time (:func:`start_worker`, its imports done while this process did other
+    work), if it is still alive; else a new one is started here with ``env`` added to its environment (an
+    executor's ``CUDA_VISIBLE_DEVICES``). The worker dies with this process (see
+    :mod:`adapterbench.harness.worker`). On Ctrl-C (or SIGTERM turned into ``KeyboardInterrupt`` by the command
+    line) the worker is interrupted too, given ``INTERRUPT_GRACE_S`` to stop, then killed; no record is written
+    for the interrupted run, and the ``KeyboardInterrupt`` goes on to the caller. ``on_start(pid)`` is called once
+    the worker has its run. ``placement`` (where it ran) goes into the record's ``environment.placement``, and
+    ``time/process_s`` (the worker's whole life: Python start, imports, the run, writing; less the time a worker
+    started ahead waited for its run, ``time/worker_wait_s``) into its measurements.
     """
-    start = time.perf_counter()
-    env = {**os.environ, **(env or {}), "ADAPTERBENCH_PARENT_PID": str(os.getpid())}
-    process = subprocess.Popen([sys.executable, "-m", "adapterbench.harness.worker", str(path)],
-                               stdin=subprocess.PIPE, text=True, env=env)
+    if worker is None or worker.process.poll() is not None:
+        worker = start_worker(env, path)
+    process = worker.process
+    handed = time.perf_counter()
     try:
         if on_start is not None:
             on_start(process.pid)
-        process.communicate(json.dumps({"spec": asdict(spec), "argv": argv}))
+        process.communicate(json.dumps({"spec": asdict(spec), "argv": argv, "path": str(path)}))
     except BaseException:
         _stop(process)
         raise
@@ -246,12 +295,13 @@ def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_st
         if record is not None:
             if code != 0:
                 record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
-            record.setdefault("measurements", {})["time/process_s"] = time.perf_counter() - start
+            measurements = record.setdefault("measurements", {})
+            measurements[PROCESS_S.key] = time.perf_counter() - worker.started - measurements.get(WORKER_WAIT_S.key, 0)
             if placement:
                 record["environment"] = {**record.get("environment", {}), "placement": placement}
             _write(path, record)
             return record
-    return _dead_worker_record(spec, path, code, time.perf_counter() - start, argv, placement)
+    return _dead_worker_record(spec, path, code, time.perf_counter() - handed, argv, placement)
 
 
 def _stop(process: subprocess.Popen) -> None:

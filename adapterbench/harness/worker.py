@@ -1,8 +1,16 @@
-"""Entry point of the per-run process: ``python -m adapterbench.harness.worker RECORD_PATH``.
+"""Entry point of the per-run process: ``python -m adapterbench.harness.worker [RECORD_PATH]``.
 
-Standard input holds ``{"spec": <RunSpec fields>, "argv": <the user's command line or null>}`` as JSON (a bare
-RunSpec object is accepted too). The worker writes the record and exits 0; the parent treats any other ending (a
-signal, a non-zero exit, no record) as a failed or out-of-memory run.
+Standard input holds ``{"spec": <RunSpec fields>, "argv": <the user's command line or null>, "path": <the
+record's path>}`` as JSON (``path`` may be given as the argument instead; a bare RunSpec object is accepted too).
+The worker writes the record and exits 0; the parent treats any other ending (a signal, a non-zero exit, no
+record) as a failed or out-of-memory run. Empty input means "no run for you": the worker exits 0 and writes
+nothing.
+
+The worker imports torch, transformers and the harness *before* it reads its run, so a parent can start it ahead
+of time: ``bench run`` starts its first worker before its preflight, and the two imports overlap instead of
+following each other (about 1.5 s of a quick run's job on 2 cores). How long it then waited for its run goes
+into the record as ``time/worker_wait_s`` and is left out of ``time/process_s``. The worker never touches a
+tensor before it has its run, so nothing it did while waiting shows in the run's memory or time figures.
 
 The worker dies with its parent: on Linux the kernel sends it SIGKILL when the parent exits
 (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread polls the parent's pid. So a ``kill -9`` of ``bench run`` never
@@ -24,6 +32,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from adapterbench.schema import WORKER_WAIT_S
 
 PR_SET_PDEATHSIG = 1
 EXIT_INTERRUPTED = 130
@@ -67,9 +77,6 @@ def main() -> int:
         signal.signal(signal.SIGINT, _interrupted)
     parent = os.environ.get("ADAPTERBENCH_PARENT_PID")
     die_with_parent(int(parent) if parent and parent.isdigit() else None)
-    path = Path(sys.argv[1])
-    message = json.loads(sys.stdin.read())
-    spec_fields, argv = (message["spec"], message.get("argv")) if "spec" in message else (message, None)
 
     import transformers
     from tqdm import tqdm
@@ -83,6 +90,14 @@ def main() -> int:
     from adapterbench.harness.records import write_record
     from adapterbench.harness.run import RunSpec, execute
 
+    ready = time.perf_counter()
+    text = sys.stdin.read()
+    waited = time.perf_counter() - ready
+    if not text.strip():
+        return 0  # started ahead of time, and the matrix had no run for it
+    message = json.loads(text)
+    spec_fields, argv = (message["spec"], message.get("argv")) if "spec" in message else (message, None)
+    path = Path(message.get("path") or sys.argv[1])
     spec = RunSpec(**spec_fields)
     bar = None
 
@@ -96,6 +111,7 @@ def main() -> int:
 
     try:
         record = with_argv(execute(spec, progress), argv)
+        record.setdefault("measurements", {})[WORKER_WAIT_S.key] = waited
     finally:
         if bar is not None:
             bar.close()
