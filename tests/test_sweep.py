@@ -178,50 +178,60 @@ def test_a_task_swept_apart_gets_its_own_learning_rate(monkeypatch):
     assert final_overrides("lora", {"lr": 1e-2}, "quick", "sst2") == {"lora.lr": 1e-2}
 
 
-def test_a_record_made_stale_by_a_new_profile_rate_is_rerun_and_the_old_one_kept(tmp_path, tiny_model_dir,
-                                                                                 monkeypatch):
-    import io
-
-    from adapterbench.harness import settings
-    from adapterbench.harness.matrix import is_done, run_matrix
+def one_run_done(tmp_path: Path, tiny_model_dir: str):
+    """(spec, record path) of one smoke run of the head baseline on a tiny SST-2, run and counted done."""
+    from adapterbench.harness.matrix import is_done
 
     data = make_sst2(tmp_path / "d")
-    out = tmp_path / "o"
-    spec = expand(["head"], ["sst2"], [0], tiny_model_dir, "smoke", {}, str(data), str(out))[0]
-    assert run_matrix([spec], isolate=False, stream=io.StringIO()) == 0
-    first = json.loads((out / f"{spec.run_id}.json").read_text())
+    spec = expand(["head"], ["sst2"], [0], tiny_model_dir, "smoke", {}, str(data), str(tmp_path / "o"))[0]
+    assert rerun(spec) == "0 already done, 1 to run"
     assert is_done(spec)
+    return spec, tmp_path / "o" / f"{spec.run_id}.json"
+
+
+def rerun(spec) -> str:
+    """Run the one-spec matrix again; its "N already done, M to run" part."""
+    import io
+    import re
+
+    from adapterbench.harness.matrix import run_matrix
 
     stream = io.StringIO()
-    assert run_matrix([spec], isolate=False, stream=stream) == 0  # unchanged rate: skipped
-    assert "1 already done, 0 to run" in stream.getvalue()
+    assert run_matrix([spec], isolate=False, stream=stream) == 0
+    return re.search(r"\d+ already done, \d+ to run", stream.getvalue()).group(0)
+
+
+def superseded(path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (path.parent / "superseded").glob(f"{path.stem}*.json")]
+
+
+def test_a_record_made_stale_by_a_new_profile_rate_is_rerun_and_the_old_one_kept(tmp_path, tiny_model_dir,
+                                                                                 monkeypatch):
+    from adapterbench.harness import settings
+    from adapterbench.harness.matrix import is_done
+
+    spec, path = one_run_done(tmp_path, tiny_model_dir)
+    first = json.loads(path.read_text())
+    assert rerun(spec) == "1 already done, 0 to run"  # unchanged rate: skipped
 
     new_lr = first["training"]["lr"] * 3
     monkeypatch.setitem(settings.PROFILE_LR, "smoke", {"head": new_lr})
     assert not is_done(spec)  # same run id, other rate: not done
-    stream = io.StringIO()
-    assert run_matrix([spec], isolate=False, stream=stream) == 0
-    assert "0 already done, 1 to run" in stream.getvalue()
-    assert json.loads((out / f"{spec.run_id}.json").read_text())["training"]["lr"] == pytest.approx(new_lr)
-    kept = [json.loads(p.read_text()) for p in (out / "superseded").glob(f"{spec.run_id}*.json")]
-    assert [r["training"]["lr"] for r in kept] == [first["training"]["lr"]]
+    assert rerun(spec) == "0 already done, 1 to run"
+    assert json.loads(path.read_text())["training"]["lr"] == pytest.approx(new_lr)
+    assert [r["training"]["lr"] for r in superseded(path)] == [first["training"]["lr"]]
 
 
 def test_a_record_made_stale_by_a_new_profile_size_is_rerun_but_not_by_where_it_ran(tmp_path, tiny_model_dir,
                                                                                       monkeypatch):
     import dataclasses
-    import io
 
     from adapterbench.harness import settings
-    from adapterbench.harness.matrix import is_done, run_matrix
+    from adapterbench.harness.matrix import is_done
 
-    data = make_sst2(tmp_path / "d")
-    out = tmp_path / "o"
-    spec = expand(["head"], ["sst2"], [0], tiny_model_dir, "smoke", {}, str(data), str(out))[0]
-    assert run_matrix([spec], isolate=False, stream=io.StringIO()) == 0
-    path = out / f"{spec.run_id}.json"
+    spec, path = one_run_done(tmp_path, tiny_model_dir)
     record = json.loads(path.read_text())
-    assert record["training"]["epochs"] == 1 and is_done(spec)
+    assert record["training"]["epochs"] == 1
 
     # Where it ran is not what it is: a record from a GPU (device and precision resolved there) still counts.
     record["training"].update(device="cuda:1", precision="bf16")
@@ -231,11 +241,9 @@ def test_a_record_made_stale_by_a_new_profile_size_is_rerun_but_not_by_where_it_
     smoke = settings.PROFILES["smoke"]
     monkeypatch.setitem(settings.PROFILES, "smoke", dataclasses.replace(smoke, epochs=2))
     assert not is_done(spec)  # same run id, the profile trains twice as long now
-    stream = io.StringIO()
-    assert run_matrix([spec], isolate=False, stream=stream) == 0
-    assert "0 already done, 1 to run" in stream.getvalue()
+    assert rerun(spec) == "0 already done, 1 to run"
     assert json.loads(path.read_text())["training"]["epochs"] == 2
-    assert [json.loads(p.read_text())["training"]["epochs"] for p in (out / "superseded").glob("*.json")] == [1]
+    assert [r["training"]["epochs"] for r in superseded(path)] == [1]
 
 
 def test_trials_only_writes_the_selection_once_every_trial_is_done_and_runs_no_final(tmp_path, tiny_model_dir):

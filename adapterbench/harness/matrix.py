@@ -296,7 +296,8 @@ def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_st
             if code != 0:
                 record.setdefault("notes", []).append(f"worker exited with status {code} after writing this record")
             measurements = record.setdefault("measurements", {})
-            measurements[PROCESS_S.key] = time.perf_counter() - worker.started - measurements.get(WORKER_WAIT_S.key, 0)
+            waited = measurements.get(WORKER_WAIT_S.key, 0)
+            measurements[PROCESS_S.key] = time.perf_counter() - worker.started - waited
             if placement:
                 record["environment"] = {**record.get("environment", {}), "placement": placement}
             _write(path, record)
