@@ -122,13 +122,6 @@ def planned_settings(spec: RunSpec) -> TrainSettings:
     return replace(settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task))
 
 
-def planned_lr(spec: RunSpec) -> float:
-    """The learning rate ``spec`` would train with now (see :func:`planned_settings`)."""
-    lr = planned_settings(spec).lr
-    assert lr is not None  # resolve_lr always gives one
-    return lr
-
-
 def prepare_variant(spec: RunSpec) -> tuple[type[Variant], Variant, TrainSettings, str]:
     """The variant instance and loop settings of ``spec`` (kept for callers that need only these)."""
     run = resolve(spec)
