@@ -157,6 +157,25 @@ def test_estimate_reports_the_wider_interval_and_says_which():
     assert estimate(seed_values=seed_values).reported == "seeds"
 
 
+@pytest.mark.parametrize("metric, values", [
+    (classification_metric("accuracy"), [0.50, 0.78, 0.69]),      # scipy's t interval: up to about 1.01
+    (classification_metric("matthews_correlation"), [-0.9, 0.1, -0.5]),  # down to about -1.6
+    (regression_metric("pearson"), [0.95, 0.10, 0.60]),
+])
+def test_a_seed_interval_past_the_metrics_range_is_clipped_to_it(metric, values):
+    seeds = dict(enumerate(values))
+    unclipped = stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    low, high = metric.bounds
+    assert unclipped.low < low or unclipped.high > high  # the case is real: scipy's interval leaves the range
+    e = estimate(metric, seeds)
+    assert (e.interval.low, e.interval.high) == pytest.approx((max(unclipped.low, low), min(unclipped.high, high)))
+    assert e.interval.method == f"t over 3 seeds, clipped to the metric's range [{low:g}, {high:g}]"
+    # within the range nothing changes, and without a metric there is no range to clip to
+    inside = estimate(metric, {0: 0.80, 1: 0.82, 2: 0.81})
+    assert inside.interval == seed_interval([0.80, 0.82, 0.81])
+    assert estimate(seed_values=seeds).interval == seed_interval(values)
+
+
 # ---- paired tests -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["accuracy", "f1"])
 def test_identical_predictions_are_tied(name):

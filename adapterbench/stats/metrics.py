@@ -54,6 +54,9 @@ class Metric:
     vectorised: bool = True  # False: the statistic loops over resamples (slow)
     bca: bool = True  # BCa's jackknife (n statistics of n - 1 examples) is affordable; not for ranks or loops
     correct: Callable[[Any, Any], np.ndarray] | None = None
+    # The values the metric can take (accuracy [0, 1], Matthews and Pearson [-1, 1]); None: unbounded or unknown.
+    # A t interval over a few seeds can reach past them (3 seeds: t = 4.30); estimate() clips it to this range.
+    bounds: tuple[float, float] | None = None
 
     def value(self, predictions: Any, references: Any) -> float:
         return float(self.statistic(*self.columns(predictions, references)))
@@ -131,7 +134,8 @@ def classification_metric(name: str, num_labels: int = 2) -> Metric:
     def correct(predictions: Any, references: Any) -> np.ndarray:
         return (np.asarray(predictions).reshape(-1) == np.asarray(references).reshape(-1)).astype(np.int64)
 
-    return Metric(name, columns, statistic, correct=correct if name == "accuracy" else None)
+    bounds = (-1.0, 1.0) if name == "matthews_correlation" else (0.0, 1.0)
+    return Metric(name, columns, statistic, correct=correct if name == "accuracy" else None, bounds=bounds)
 
 
 # ---- regression ----------------------------------------------------------------------------------------------
@@ -164,7 +168,7 @@ def regression_metric(name: str) -> Metric:
         return pearson_last_axis(pred, ref)
 
     # Spearman re-ranks every resample: its n-row jackknife costs n^2 log n (9 s at n = 1500, 3 seeds).
-    return Metric(name, columns, statistic, bca=name != "spearmanr")
+    return Metric(name, columns, statistic, bca=name != "spearmanr", bounds=(-1.0, 1.0))
 
 
 # ---- token classification ------------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ def entity_metric(name: str, labels: Sequence[str]) -> Metric:
         num, den = {"f1": (2 * c, p + g), "precision": (c, p), "recall": (c, g), "accuracy": (ok, tokens)}[name]
         return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
-    return Metric(name, columns, statistic)
+    return Metric(name, columns, statistic, bounds=(0.0, 1.0))
 
 
 # ---- any function and the lookup by task kind ----------------------------------------------------------------
