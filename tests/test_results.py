@@ -17,7 +17,8 @@ from adapterbench.cli import main
 from adapterbench.harness.records import RecordError, load_record, parse, scan_records
 from adapterbench.reports.aggregate import aggregate_group
 from adapterbench.reports.collect import Collection, group_keys
-from adapterbench.reports.compare import Thresholds, compare_collections, render_comparison
+from adapterbench.reports.compare import Thresholds, compare_collections
+from adapterbench.reports.compare_markdown import render_comparison
 from adapterbench.reports.model import table_cells
 from adapterbench.reports.units import FORMATTERS, summary_line
 

@@ -101,7 +101,8 @@ def compare_rules(args: argparse.Namespace):
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from adapterbench.reports.compare import compare_paths, render_comparison
+    from adapterbench.reports.compare import compare_paths
+    from adapterbench.reports.compare_markdown import render_comparison
 
     rules = compare_rules(args)
     out = Path(args.out) if args.out else None
