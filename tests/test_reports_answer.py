@@ -129,6 +129,22 @@ def test_holm_is_applied_over_the_comparisons_with_the_best(known):
     assert dud.p_adjusted == pytest.approx(2 * dud.vs_best.p_value)  # smallest of m = 2 p-values: times 2
 
 
+def test_the_pairs_matrix_marks_every_pair_by_its_holm_verdict(known):
+    report, lora = known
+    block = next(b for b in report.answer if b.title.startswith("sst2") and b.title.endswith("which pairs differ"))
+    labels = list(block.headers[1:])
+    assert sorted(labels) == ["dud", "lora", "twin"]
+    matrix = {row[0].text: dict(zip(labels, (c.text for c in row[1:]))) for row in block.rows}
+    mean = statistics.fmean(r["metrics"]["primary"]["value"] for r in lora)
+    assert matrix["lora"]["twin"] == matrix["twin"]["lora"] == "= +0.0000"  # identical predictions: tied
+    for best in ("lora", "twin"):  # wrong on every example: worse than both, in both directions of the matrix
+        assert matrix[best]["dud"] == f"▲ +{mean:.4f}" and matrix["dud"][best] == f"▼ −{mean:.4f}"
+    assert all(matrix[a][a] == "—" for a in labels)
+    assert "Holm over all 3 pairs" in block.paragraphs[0] and "2 of 3 pairs differ" in block.paragraphs[0]
+    md = render_markdown(report)
+    assert md.index("### sst2: which pairs differ") > md.index("### sst2: accuracy")
+
+
 def test_paper_and_measured_side_by_side_in_units_of_the_papers_std(known):
     report, lora = known
     paper = next(b for b in report.answer if b.title == "Paper and measured")

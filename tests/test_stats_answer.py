@@ -11,6 +11,7 @@ from adapterbench.stats import (
     TaskRuns,
     VariantRuns,
     answer,
+    answer_pairs,
     answer_task,
     classification_metric,
     function_metric,
@@ -93,6 +94,41 @@ def test_answer_on_a_case_worked_by_hand():
     assert rows["A"].average.value == pytest.approx((0.80 + 0.82) / 2)
     assert rows["Y"].average.value == pytest.approx((0.79 + 0.54) / 2)
     assert rows["A"].average.reported == "none"  # one common seed, no STS-B predictions: no honest interval
+
+
+def test_every_pair_on_the_case_worked_by_hand():
+    """The SST-2 case above, every pair by McNemar: (b, c) = examples right under the first only / second only.
+
+    A-X (6, 0): 2^-5; A-Y (1, 0): 1; A-Z (50, 0): 2^-49; X-Y (0, 5): 2^-4; X-Z (50, 6) and Y-Z (50, 1): the
+    exact binomial. Holm over the 6: the smallest times 6, then 5, 4, ... and never below an earlier one.
+    """
+    pairs = answer_pairs(_sst2(), n_resamples=500)
+    assert [(p.a, p.b) for p in pairs] == [("A", "X"), ("A", "Y"), ("A", "Z"), ("X", "Y"), ("X", "Z"), ("Y", "Z")]
+    raw = {("A", "X"): 2.0 ** -5, ("A", "Y"): 1.0, ("A", "Z"): 2.0 ** -49, ("X", "Y"): 2.0 ** -4,
+           ("X", "Z"): stats.binomtest(50, 56, 0.5).pvalue, ("Y", "Z"): stats.binomtest(50, 51, 0.5).pvalue}
+    by = {(p.a, p.b): p for p in pairs}
+    for key, p in raw.items():
+        assert by[key].result.p_value == pytest.approx(p, rel=1e-9), key
+    order = sorted(raw, key=raw.get)
+    holm, running = {}, 0.0
+    for k, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - k) * raw[key]))
+        holm[key] = running
+    for key in raw:
+        assert by[key].p_adjusted == pytest.approx(holm[key], rel=1e-9), key
+    # A-X is significant alone (0.031) but not after Holm over six pairs (3 x 0.031 = 0.094)
+    assert {key: p.verdict for key, p in by.items()} == {
+        ("A", "X"): "tied", ("A", "Y"): "tied", ("A", "Z"): "a better",
+        ("X", "Y"): "tied", ("X", "Z"): "a better", ("Y", "Z"): "a better"}
+    assert by[("X", "Y")].result.difference == pytest.approx(0.74 - 0.79)
+    # a subset of candidates is its own, smaller family; a lower-is-better metric flips who is better
+    assert [(p.a, p.b) for p in answer_pairs(_sst2(), ["A", "Z"])] == [("A", "Z")]
+    lower = _sst2()
+    lower = TaskRuns(lower.task, function_metric("error", lambda p, r: float(np.mean(np.asarray(p) != r)),
+                                                 higher_is_better=False),
+                     [VariantRuns(v.variant, {0: 1 - v.seed_values[0]}, v.predictions) for v in lower.variants],
+                     REF)
+    assert next(p for p in answer_pairs(lower, ["A", "Z"], n_resamples=200)).verdict == "a better"
 
 
 def test_average_interval_over_seeds_and_over_examples():

@@ -10,6 +10,8 @@ parameter budget; across tasks the mean rank and a GLUE-style average; a paper's
     answers    = stats.answer over the groups of one setting (same model, weights and profile):
                  best / tied / worse / untested (paired test against the best, Holm-corrected), Pareto set,
                  ranks, mean rank and GLUE-style average across tasks
+    pairs      = stats.answer_pairs per group over one candidate per configuration (its last evaluation
+                 point): a matrix of row-minus-column differences marked by their Holm-corrected verdicts
     blocks     = report-model Blocks, rendered first by every writer
 
 The statistics are :mod:`adapterbench.stats` (its docstrings carry the formulas); this module only chooses
@@ -178,6 +180,8 @@ def build_answer(groups: Sequence[GroupInput], evidence: Evidence, *, alpha: flo
             by_group[g.index] = ta
             summary.append(_summary_row(ta, names[g.index] + where))
             sections.append(_task_block(ta, g, names[g.index] + where))
+            pairs = _pairs_block(runs[g.index], ta, g.table, names[g.index] + where, alpha, n_resamples, rng)
+            sections += [pairs] if pairs else []
         if len(kept) > 1:
             overall.append(_overall_block(result, where))
     if not summary:
@@ -221,6 +225,52 @@ def _task_block(ta: stats.TaskAnswer, group: GroupInput, name: str) -> Block:
                   "Best at each parameter budget (the Pareto set ◆ over parameters as deployed, adapter + head, "
                   f"by increasing cost): {budget or '—'}."]
     return Block(f"{name}: {ta.metric}", paragraphs, TASK_HEADERS, rows, level=3)
+
+
+def pair_candidates(table: GroupTable) -> list[str]:
+    """One label per configuration for the pairs matrix: a configuration evaluated at several points is
+    represented by its last one (the point it was declared to end at; DyLoRA: r_max)."""
+    last: dict[str, str] = {}
+    for row in table.rows:
+        last[row.base_label] = row.label
+    return list(last.values())
+
+
+PAIR_MARKS = {"tied": "=", "untested": "?"}
+
+
+def _pairs_block(task: stats.TaskRuns, ta: stats.TaskAnswer, table: GroupTable, name: str, alpha: float,
+                 n_resamples: int, rng: Any) -> Block | None:
+    chosen = set(pair_candidates(table))
+    labels = [v.variant for v in ta.variants if v.variant in chosen]  # by rank, best first
+    if len(labels) < 3:  # two candidates: the answer's comparison with the best is the only pair
+        return None
+    try:
+        pairs = stats.answer_pairs(task, labels, alpha=alpha, n_resamples=n_resamples, rng=rng)
+    except (ValueError, TypeError, IndexError):  # predictions the metric cannot read: the seeds alone
+        pairs = stats.answer_pairs(without_predictions(task), labels, alpha=alpha, n_resamples=n_resamples,
+                                   rng=rng)
+    by_pair = {(p.a, p.b): p for p in pairs}
+    rows = []
+    for a in labels:
+        row = [a]
+        for b in labels:
+            p = by_pair.get((a, b)) or by_pair.get((b, a))
+            if p is None:
+                row.append("—")
+                continue
+            sign = 1.0 if p.a == a else -1.0
+            ahead = p.verdict == ("a better" if p.a == a else "b better")
+            mark = PAIR_MARKS.get(p.verdict) or ("▲" if ahead else "▼")
+            delta = sign * p.result.difference + 0.0 if p.result else 0.0  # + 0.0: no "−0.0000"
+            row.append(mark if p.result is None else f"{mark} {fmt_delta(delta)}")
+        rows.append(cells(row, (0,)))
+    significant = sum(p.verdict in ("a better", "b better") for p in pairs)
+    text = (f"Row minus column, in the metric's units; ▲ the row is significantly better, ▼ significantly worse, "
+            f"= not significant, ? untested: the same paired tests as above over every pair of configurations "
+            f"(a configuration with evaluation points at its last one), Holm over all {len(pairs)} pairs of the "
+            f"task at {alpha:g}. {significant} of {len(pairs)} pairs differ.")
+    return Block(f"{name}: which pairs differ", [text], ("row − column", *labels), rows, level=3)
 
 
 def _overall_block(result: stats.Answer, where: str) -> Block:

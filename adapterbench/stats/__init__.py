@@ -6,19 +6,21 @@ Pure functions on per-example predictions and per-seed values; plain dataclasses
 ``intervals``  t interval over seeds, bootstrap over examples, the reported one (:func:`estimate`)
 ``paired``     paired bootstrap interval, sign-flip permutation test, McNemar; seeds paired by key
 ``multiple``   Holm–Bonferroni and Benjamini–Hochberg
-``answer``     best / tied / Pareto per task, mean rank and GLUE-style average across tasks, paper vs measured
+``answer``     best / tied / Pareto per task, every pair, mean rank and GLUE-style average across tasks, paper vs measured
 ``nightly``    regression decision, exact identity, McNemar power, speed and memory bands
 """
 
 from adapterbench.stats.answer import (
     Answer,
     OverallRow,
+    PairAnswer,
     PaperDelta,
     TaskAnswer,
     TaskRuns,
     VariantAnswer,
     VariantRuns,
     answer,
+    answer_pairs,
     answer_task,
     paper_delta,
     pareto_set,
@@ -49,9 +51,9 @@ from adapterbench.stats.nightly import (
 from adapterbench.stats.paired import PairedResult, common_examples, mcnemar, paired_test, seed_paired_test
 
 __all__ = [
-    "Answer", "Band", "BandDecision", "Estimate", "Interval", "Metric", "OverallRow", "PairedResult",
+    "Answer", "Band", "BandDecision", "Estimate", "Interval", "Metric", "OverallRow", "PairAnswer", "PairedResult",
     "PaperDelta", "RegressionDecision", "TaskAnswer", "TaskRuns", "VariantAnswer", "VariantRuns", "adjust",
-    "answer", "answer_task", "band", "band_check", "classification_metric", "common_examples", "discordance_rate", "entity_metric",
+    "answer", "answer_pairs", "answer_task", "band", "band_check", "classification_metric", "common_examples", "discordance_rate", "entity_metric",
     "estimate", "example_bootstrap", "function_metric", "holm", "identical", "mcnemar",
     "mcnemar_min_detectable_drop", "mcnemar_power", "metric_for_task", "paired_test", "paper_delta", "pareto_set",
     "regression_decision", "regression_metric", "seed_interval", "seed_paired_test", "significant",

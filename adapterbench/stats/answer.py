@@ -20,6 +20,13 @@ interval: over seeds when the variant has two or more seeds common to all tasks 
 t interval), over examples when it has predictions on every task (each task's bootstrap distribution drawn
 independently, since tasks have different examples; averaged; percentile), the wider when both.
 
+**Every pair** (:func:`answer_pairs`): the family above answers "what is tied with the best"; "is A better than
+B?" for two candidates neither of which is best needs the pair itself. Every pair ``i < j`` of the chosen
+candidates is tested as in step 3 (two-sided), and the ``m (m - 1) / 2`` p-values of the task are Holm-corrected
+together, a larger family than step 4's ``m - 1``: a pair can be significant against the best there and not
+here. Verdict per pair: ``a better``, ``b better`` (adjusted ``p < alpha``, the sign of the difference in the
+metric's direction), ``tied`` or ``untested``.
+
 **Paper vs measured**: ``(measured mean - paper value) / paper std``, in the metric's units (give the paper's
 numbers on the same scale, e.g. 0.934 rather than 93.4).
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -105,6 +113,15 @@ class TaskAnswer:
 
 
 @dataclass(frozen=True)
+class PairAnswer:
+    a: str
+    b: str
+    result: PairedResult | None  # a minus b; None: no paired evidence
+    p_adjusted: float | None     # Holm over every pair of the task
+    verdict: str                 # "a better", "b better", "tied" or "untested"
+
+
+@dataclass(frozen=True)
 class OverallRow:
     variant: str
     mean_rank: float
@@ -140,13 +157,14 @@ def _ranks(values: Sequence[float], higher_is_better: bool) -> np.ndarray:
     return sps.rankdata(-x if higher_is_better else x, method="average")
 
 
-def _vs_best(task: TaskRuns, run: VariantRuns, best: VariantRuns, n_resamples: int, rng: Any
-             ) -> PairedResult | None:
-    if run.predictions and best.predictions and task.references is not None:
-        if set(run.predictions) & set(best.predictions):
-            return paired_test(task.metric, run.predictions, best.predictions, task.references,
-                               n_resamples=n_resamples, rng=rng)
-    return seed_paired_test(task.metric.name, run.seed_values, best.seed_values)
+def _paired(task: TaskRuns, run: VariantRuns, other: VariantRuns, n_resamples: int, rng: Any,
+            interval: bool = True) -> PairedResult | None:
+    """``run`` minus ``other``: on their shared predictions when both have some, else the t over seeds."""
+    if run.predictions and other.predictions and task.references is not None:
+        if set(run.predictions) & set(other.predictions):
+            return paired_test(task.metric, run.predictions, other.predictions, task.references,
+                               n_resamples=n_resamples, interval=interval, rng=rng)
+    return seed_paired_test(task.metric.name, run.seed_values, other.seed_values)
 
 
 def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED_PARAMS,
@@ -161,7 +179,7 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
     hib = task.metric.higher_is_better
     best_i = int(np.argmax(means) if hib else np.argmin(means))
     best = task.variants[best_i]
-    comparisons = {i: _vs_best(task, v, best, n_resamples, rng)
+    comparisons = {i: _paired(task, v, best, n_resamples, rng)
                    for i, v in enumerate(task.variants) if i != best_i}
     tested = [i for i, c in comparisons.items() if c is not None]
     adjusted = dict(zip(tested, adjust([comparisons[i].p_value for i in tested], "holm")))
@@ -184,6 +202,26 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
     return TaskAnswer(task.task, task.metric.name, hib, best.variant, by_status["tied"], by_status["worse"],
                       by_status["untested"], tuple(task.variants[i].variant for i in pareto),
                       tuple(rows), alpha, "holm")
+
+
+def answer_pairs(task: TaskRuns, labels: Sequence[str] | None = None, *, alpha: float = 0.05,
+                 n_resamples: int = N_RESAMPLES, rng: Any = 0) -> tuple[PairAnswer, ...]:
+    """Every pair of the candidates named in ``labels`` (all when None), in their order (module docstring)."""
+    chosen = [v for v in task.variants if labels is None or v.variant in labels]
+    pairs = list(combinations(chosen, 2))
+    results = [_paired(task, a, b, n_resamples, rng, interval=False) for a, b in pairs]
+    tested = [k for k, r in enumerate(results) if r is not None]
+    adjusted = dict(zip(tested, adjust([results[k].p_value for k in tested], "holm")))
+    out = []
+    for k, ((a, b), result) in enumerate(zip(pairs, results)):
+        if k not in adjusted:
+            verdict, p = "untested", None
+        else:
+            p = float(adjusted[k])
+            a_ahead = (result.difference > 0) == task.metric.higher_is_better
+            verdict = "tied" if p >= alpha or result.difference == 0 else ("a better" if a_ahead else "b better")
+        out.append(PairAnswer(a.variant, b.variant, result, p, verdict))
+    return tuple(out)
 
 
 def _average(tasks: Sequence[TaskRuns], runs: Sequence[VariantRuns], level: float, n_resamples: int, rng: Any
