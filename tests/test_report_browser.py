@@ -48,7 +48,7 @@ class Dom(HTMLParser):
         self.images: list[dict[str, str | None]] = []
         self.headings: list[str] = []
         self.answer_tables = 0  # tables inside <section id="answer">
-        self.answer_rows: list[list[str]] = []  # its body rows, as text
+        self.answer_rows: list[list[list[str]]] = []  # per answer table, its body rows as text
         self.first_h2_after_answer = None  # the heading that follows the answer section
         self._in_tbody = False
         self._heading = False
@@ -63,12 +63,14 @@ class Dom(HTMLParser):
         if tag == "table":
             self.tables += 1
             self.answer_tables += self._in_answer
+            if self._in_answer:
+                self.answer_rows.append([])
         elif tag == "tbody":
             self._in_tbody = True
         elif tag == "tr" and self._in_tbody:
             self.body_rows += 1
             if self._in_answer:
-                self.answer_rows.append([])
+                self.answer_rows[-1].append([])
         elif tag == "td" and self._in_answer:
             self._cell = ""
         elif tag == "img":
@@ -83,7 +85,7 @@ class Dom(HTMLParser):
         if tag == "section" and self._in_answer:
             self._in_answer, self._answer_done = False, True
         if tag == "td" and self._cell is not None:
-            self.answer_rows[-1].append(self._cell)
+            self.answer_rows[-1][-1].append(self._cell)
             self._cell = None
         if tag == "tbody":
             self._in_tbody = False
@@ -125,9 +127,15 @@ def test_report_loads_without_console_errors_and_shows_tables_and_charts(report,
     # The answer comes first: its heading is the page's first h2, and each comparable group has a verdict.
     assert dom.headings[0] == "The answer"
     assert dom.first_h2_after_answer is not None and dom.headings.index("sst2") >= dom.first_h2_after_answer
-    summary = [row for row in dom.answer_rows if len(row) == 7]
-    assert len(summary) == len(groups)
+    summary = dom.answer_rows[0]  # the answer's first table: one row per comparable group
+    assert len(summary) == len(groups) and all(len(row) == 7 for row in summary)
     assert {row[2] for row in summary} == {g.answer.best for g in groups}
+    # every pairs matrix is on the page, with a row and a column per configuration and "—" on its diagonal
+    matrices = [(b, rows) for b, rows in zip(answer, dom.answer_rows) if b.title.endswith("which pairs differ")]
+    assert matrices and all(b.title in dom.headings for b, _ in matrices)
+    for block, rows in matrices:
+        assert [row[0] for row in rows] == list(block.headers[1:])
+        assert all(row[1 + i] == "—" for i, row in enumerate(rows))
     charts = sum(len(g.charts) for g in groups)
     assert charts >= 5 and len(dom.images) == charts
     assert all((img.get("src") or "").startswith("data:image/png;base64,") for img in dom.images)
