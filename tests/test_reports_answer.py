@@ -114,10 +114,10 @@ def test_identical_predictions_are_tied_and_all_wrong_ones_are_worse(known):
     mean = statistics.fmean(r["metrics"]["primary"]["value"] for r in lora)
     assert by["dud"].vs_best.difference == pytest.approx(-mean)
     assert by["dud"].vs_best.test == "permutation"  # three seeds: not McNemar
-    assert by["dud"].vs_best.p_value == pytest.approx(2 / (N + 1))  # two-sided; no sign flip reaches |d|
-    # ... and the answer's method text names that floor, so a column of equal p-values reads as the resolution
-    method = report.answer[0].paragraphs[0]
-    assert f"With {N:,} resamples a permutation test cannot give p below {2 / (N + 1):.2g}" in method
+    # two-sided; no sign flip reaches |d|: the floor 2 / (B + 1), B sized for the family of 2 comparisons
+    flips = stats.permutations_for(2, 0.05, N)
+    assert flips == 799 and by["dud"].vs_best.p_value == pytest.approx(2 / (flips + 1))
+    assert "each one of a family of m tests uses B = max(400, 20 m / 0.05)" in report.answer[0].paragraphs[0]
 
 
 def test_holm_is_applied_over_the_comparisons_with_the_best(known):

@@ -16,6 +16,7 @@ from adapterbench.stats import (
     classification_metric,
     function_metric,
     pareto_set,
+    permutations_for,
     regression_metric,
 )
 
@@ -129,6 +130,26 @@ def test_every_pair_on_the_case_worked_by_hand():
                      [VariantRuns(v.variant, {0: 1 - v.seed_values[0]}, v.predictions) for v in lower.variants],
                      REF)
     assert next(p for p in answer_pairs(lower, ["A", "Z"], n_resamples=200)).verdict == "a better"
+
+
+def test_a_large_family_is_not_tied_by_the_permutation_tests_resolution():
+    """One classifier with Matthews 0.6 against 31 that always answer the majority class (Matthews 0). At a
+    fixed 200 sign flips each p is at least 2/201 and Holm over 31 gives at least 0.31: all "tied". Sized for
+    the family, the sign flips make every one of them worse."""
+    metric = classification_metric("matthews_correlation")
+    rng = np.random.default_rng(3)
+    ref = (rng.random(300) < 0.3).astype(int)
+    good = np.where(rng.random(300) < 0.85, ref, 1 - ref)
+    variants = [VariantRuns("good", {0: metric.value(good, ref)}, {0: good})]
+    variants += [VariantRuns(f"majority{i}", {0: 0.0}, {0: np.zeros(300, int)}) for i in range(31)]
+    result = answer_task(TaskRuns("cola", metric, variants, ref), n_resamples=200)
+    assert result.best == "good" and metric.value(good, ref) > 0.5
+    assert len(result.worse) == 31 and result.tied == ()
+    flips = permutations_for(31, 0.05, 200)
+    assert flips == 12399 and 31 * 2 / (flips + 1) <= 0.05 / 10
+    assert permutations_for(2, 0.05, 2000) == 2000  # a small family keeps the requested count
+    worst = max(v.p_adjusted for v in result.variants if v.p_adjusted is not None)
+    assert worst == pytest.approx(31 * 2 / (flips + 1))  # each at the floor: no sign flip reaches |d|
 
 
 def test_average_interval_over_seeds_and_over_examples():

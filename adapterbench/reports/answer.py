@@ -48,8 +48,10 @@ METHOD = ("Per task, the best configuration has the best mean primary metric; ev
           "paired sign-flip permutation test; the paired t-test over seeds where predictions are missing). The "
           "p-values of a task are Holm-corrected; tied = adjusted p ≥ {alpha:g}, worse = below it, untested = "
           "no paired evidence (no predictions and fewer than two common seeds). Intervals are 95%: [low, high], "
-          "ˢ t over seeds, ᵉ bootstrap over examples (the wider of the two when both exist). With {resamples:,} "
-          "resamples a permutation test cannot give p below {p_floor:.2g} before the correction.")
+          "ˢ t over seeds, ᵉ bootstrap over examples (the wider of the two when both exist). A permutation test with "
+          "B sign flips cannot give p below 2 / (B + 1), so each one of a family of m tests uses "
+          "B = max({resamples:,}, 20 m / {alpha:g}): the smallest Holm-adjusted p it can reach is at most "
+          "{alpha:g} / 10, and resolution never decides a verdict.")
 SUMMARY_HEADERS = ("task", "metric", "best", "best value [95%]", "tied with the best", "worse", "untested")
 TASK_HEADERS = ("rank", "variant", "metric [95%]", "verdict", "Δ vs best [95%]", "p (Holm)", "test",
                 *(m.title for m in COSTS), "Pareto")
@@ -186,7 +188,7 @@ def build_answer(groups: Sequence[GroupInput], evidence: Evidence, *, alpha: flo
             overall.append(_overall_block(result, where))
     if not summary:
         return Answers([], {})
-    method = METHOD.format(alpha=alpha, resamples=n_resamples, p_floor=2 / (n_resamples + 1))
+    method = METHOD.format(alpha=alpha, resamples=n_resamples)
     head = Block("The answer", [method], SUMMARY_HEADERS, summary)
     paper = _paper_block(groups)
     return Answers([head, *sections, *overall, *([paper] if paper else [])], by_group)

@@ -24,6 +24,7 @@ from adapterbench.stats.answer import (
     answer_task,
     paper_delta,
     pareto_set,
+    permutations_for,
 )
 from adapterbench.stats.intervals import Estimate, Interval, estimate, example_bootstrap, seed_interval
 from adapterbench.stats.metrics import (
@@ -56,6 +57,7 @@ __all__ = [
     "answer", "answer_pairs", "answer_task", "band", "band_check", "classification_metric", "common_examples", "discordance_rate", "entity_metric",
     "estimate", "example_bootstrap", "function_metric", "holm", "identical", "mcnemar",
     "mcnemar_min_detectable_drop", "mcnemar_power", "metric_for_task", "paired_test", "paper_delta", "pareto_set",
+    "permutations_for",
     "regression_decision", "regression_metric", "seed_interval", "seed_paired_test", "significant",
     "task_metric",
 ]

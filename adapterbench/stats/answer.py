@@ -9,7 +9,12 @@ Per task (``TaskRuns``; the family of one task is its comparisons against the be
 3. every other variant is compared with the best: the paired test on per-example predictions
    (:func:`~adapterbench.stats.paired.paired_test`, seeds paired by key) when both have predictions, else the
    paired t-test over common seeds; neither -> "untested" (not called tied nor worse);
-4. the p-values of the task are Holm-corrected; adjusted ``p >= alpha`` -> **tied** with the best, else worse;
+4. the p-values of the task are Holm-corrected; adjusted ``p >= alpha`` -> **tied** with the best, else worse.
+   A sign-flip test with ``B`` resamples cannot give p below ``2 / (B + 1)``, nor Holm over ``m`` tests below
+   ``m`` times that, so a family of many candidates would be tied by resolution alone (32 candidates at 2,000
+   resamples: 0.032, at best); the permutation tests of a family therefore use
+   ``B = max(n_resamples, ceil(20 m / alpha) - 1)`` sign flips (:func:`permutations_for`), which keeps that
+   floor at ``alpha / 10`` or below;
 5. **Pareto set** over (``cost_key``, mean metric): variants that no other beats on both, i.e. no ``j`` with
    ``cost_j <= cost_i`` and ``value_j >= value_i`` (direction-aware), one strictly; listed by cost;
 6. **rank**: 1 = best mean, ties share the average rank (``scipy.stats.rankdata``).
@@ -33,6 +38,7 @@ numbers on the same scale, e.g. 0.934 rather than 93.4).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -157,13 +163,19 @@ def _ranks(values: Sequence[float], higher_is_better: bool) -> np.ndarray:
     return sps.rankdata(-x if higher_is_better else x, method="average")
 
 
+def permutations_for(m: int, alpha: float, at_least: int = N_RESAMPLES) -> int:
+    """Sign flips per test of a Holm family of ``m``: ``m * 2 / (B + 1) <= alpha / 10``, at least ``at_least``."""
+    return max(int(at_least), math.ceil(20 * m / alpha) - 1)
+
+
 def _paired(task: TaskRuns, run: VariantRuns, other: VariantRuns, n_resamples: int, rng: Any,
-            interval: bool = True) -> PairedResult | None:
+            interval: bool = True, n_permutations: int | None = None) -> PairedResult | None:
     """``run`` minus ``other``: on their shared predictions when both have some, else the t over seeds."""
     if run.predictions and other.predictions and task.references is not None:
         if set(run.predictions) & set(other.predictions):
             return paired_test(task.metric, run.predictions, other.predictions, task.references,
-                               n_resamples=n_resamples, interval=interval, rng=rng)
+                               n_resamples=n_resamples, n_permutations=n_permutations, interval=interval,
+                               rng=rng)
     return seed_paired_test(task.metric.name, run.seed_values, other.seed_values)
 
 
@@ -179,7 +191,8 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
     hib = task.metric.higher_is_better
     best_i = int(np.argmax(means) if hib else np.argmin(means))
     best = task.variants[best_i]
-    comparisons = {i: _paired(task, v, best, n_resamples, rng)
+    flips = permutations_for(len(task.variants) - 1, alpha, n_resamples)
+    comparisons = {i: _paired(task, v, best, n_resamples, rng, n_permutations=flips)
                    for i, v in enumerate(task.variants) if i != best_i}
     tested = [i for i, c in comparisons.items() if c is not None]
     adjusted = dict(zip(tested, adjust([comparisons[i].p_value for i in tested], "holm")))
@@ -209,7 +222,8 @@ def answer_pairs(task: TaskRuns, labels: Sequence[str] | None = None, *, alpha: 
     """Every pair of the candidates named in ``labels`` (all when None), in their order (module docstring)."""
     chosen = [v for v in task.variants if labels is None or v.variant in labels]
     pairs = list(combinations(chosen, 2))
-    results = [_paired(task, a, b, n_resamples, rng, interval=False) for a, b in pairs]
+    flips = permutations_for(len(pairs), alpha, n_resamples)
+    results = [_paired(task, a, b, n_resamples, rng, interval=False, n_permutations=flips) for a, b in pairs]
     tested = [k for k, r in enumerate(results) if r is not None]
     adjusted = dict(zip(tested, adjust([results[k].p_value for k in tested], "holm")))
     out = []

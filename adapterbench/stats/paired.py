@@ -126,11 +126,14 @@ def arrays_equal(x: Any, y: Any) -> bool:
 
 
 def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = "auto", level: float = 0.95,
-                n_resamples: int = N_RESAMPLES, interval: bool = True, rng: Any = 0) -> PairedResult:
+                n_resamples: int = N_RESAMPLES, n_permutations: int | None = None, interval: bool = True,
+                rng: Any = 0) -> PairedResult:
     """Compare variant A with variant B on the same examples: difference ``m(A) - m(B)``, interval, p-values.
 
     ``a`` and ``b``: per-example predictions of one run each, or mappings seed -> predictions (seeds paired by
     key, the common ones used). ``interval=False`` skips the bootstrap (simulations that only need decisions).
+    ``n_resamples``: of the bootstrap interval; ``n_permutations``: of the sign-flip test (default the same),
+    which a family of many tests needs larger (:func:`adapterbench.stats.answer.permutations_for`).
     """
     if test not in TESTS:
         raise ValueError(f"test {test!r} is unknown; allowed: {list(TESTS)}")
@@ -153,7 +156,7 @@ def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = 
         p2, p_less, p_greater, _, _ = mcnemar(metric.correct(a[seeds[0]], references),
                                               metric.correct(b[seeds[0]], references))
     else:
-        null = sign_flip_null(metric, cols_a, cols_b, n_resamples, generator)
+        null = sign_flip_null(metric, cols_a, cols_b, n_permutations or n_resamples, generator)
         p2, p_less, p_greater = _p_values(null, difference)
     found = None
     if interval and identical:
