@@ -111,6 +111,9 @@ def test_identical_predictions_are_tied_and_all_wrong_ones_are_worse(known):
     assert by["twin"].vs_best.difference == 0 and by["twin"].p_adjusted == 1.0
     assert (by["twin"].vs_best.interval.low, by["twin"].vs_best.interval.high) == (0.0, 0.0)
     assert by["dud"].status == "worse" and answer.worse == ("dud",)
+    assert by["dud"].seeds_agree is True  # wrong on every example in every seed: no † in the table
+    row = next(r for r in report.answer if r.title.startswith("sst2") and r.title.endswith("accuracy")).rows
+    assert [c.text for c in next(r for r in row if r[1].text == "dud")][3] == "worse"
     mean = statistics.fmean(r["metrics"]["primary"]["value"] for r in lora)
     assert by["dud"].vs_best.difference == pytest.approx(-mean)
     assert by["dud"].vs_best.test == "permutation"  # three seeds: not McNemar

@@ -18,6 +18,7 @@ from adapterbench.stats import (
     pareto_set,
     permutations_for,
     regression_metric,
+    seeds_agree,
 )
 
 REF = np.array([1, 0] * 50)  # 100 examples
@@ -150,6 +151,28 @@ def test_a_large_family_is_not_tied_by_the_permutation_tests_resolution():
     assert permutations_for(2, 0.05, 2000) == 2000  # a small family keeps the requested count
     worst = max(v.p_adjusted for v in result.variants if v.p_adjusted is not None)
     assert worst == pytest.approx(31 * 2 / (flips + 1))  # each at the floor: no sign flip reaches |d|
+
+
+def test_a_difference_the_seeds_disagree_on_is_flagged():
+    """A beats B on the pooled examples (0.75 vs 0.65 over two seeds) but only on seed 0 (+0.30; seed 1: -0.10):
+    the example-level test says worse, and the answer records that the seeds disagree."""
+    metric = classification_metric("accuracy")
+    ref = np.array([1, 0] * 100)
+
+    def right_on(n: int) -> np.ndarray:
+        return np.where(np.arange(200) < n, ref, 1 - ref)
+
+    a = {0: right_on(190), 1: right_on(110)}
+    b = {0: right_on(130), 1: right_on(130)}
+    runs = [VariantRuns(name, {s: metric.value(p, ref) for s, p in preds.items()}, preds)
+            for name, preds in (("A", a), ("B", b))]
+    result = answer_task(TaskRuns("sst2", metric, runs, ref), n_resamples=500)
+    worse = next(v for v in result.variants if v.variant == "B")
+    assert result.best == "A" and worse.status == "worse" and worse.seeds_agree is False
+    assert answer_pairs(TaskRuns("sst2", metric, runs, ref))[0].seeds_agree is False
+    assert seeds_agree({0: 0.8, 1: 0.82}, {0: 0.7, 1: 0.75}) is True
+    assert seeds_agree({0: 0.8, 1: 0.70}, {0: 0.7, 1: 0.75}) is False
+    assert seeds_agree({0: 0.8}, {0: 0.7}) is None and seeds_agree({0: 0.8, 1: 0.7}, {0: 0.7, 1: 0.8}) is None
 
 
 def test_average_interval_over_seeds_and_over_examples():

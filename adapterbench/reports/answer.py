@@ -48,10 +48,11 @@ METHOD = ("Per task, the best configuration has the best mean primary metric; ev
           "paired sign-flip permutation test; the paired t-test over seeds where predictions are missing). The "
           "p-values of a task are Holm-corrected; tied = adjusted p ≥ {alpha:g}, worse = below it, untested = "
           "no paired evidence (no predictions and fewer than two common seeds). Intervals are 95%: [low, high], "
-          "ˢ t over seeds, ᵉ bootstrap over examples (the wider of the two when both exist). A permutation test with "
-          "B sign flips cannot give p below 2 / (B + 1), so each one of a family of m tests uses "
+          "ˢ t over seeds, ᵉ bootstrap over examples (the wider of the two when both exist). A permutation test "
+          "with B sign flips cannot give p below 2 / (B + 1), so each one of a family of m tests uses "
           "B = max({resamples:,}, 20 m / {alpha:g}): the smallest Holm-adjusted p it can reach is at most "
-          "{alpha:g} / 10, and resolution never decides a verdict.")
+          "{alpha:g} / 10, and resolution never decides a verdict. The tests condition on these runs (the example is "
+          "the unit); worse† = significant, but not every seed's difference has the mean's sign.")
 SUMMARY_HEADERS = ("task", "metric", "best", "best value [95%]", "tied with the best", "worse", "untested")
 TASK_HEADERS = ("rank", "variant", "metric [95%]", "verdict", "Δ vs best [95%]", "p (Holm)", "test",
                 *(m.title for m in COSTS), "Pareto")
@@ -217,7 +218,8 @@ def _task_block(ta: stats.TaskAnswer, group: GroupInput, name: str) -> Block:
         delta = (fmt_delta(vs.difference) + _interval_text(vs.interval)) if vs else "—"
         p = "—" if v.p_adjusted is None else f"{v.p_adjusted:.3g}"
         costs = [FORMATTERS[m.kind](v.costs.get(m.key)) for m in COSTS]
-        rows.append(cells([f"{v.rank:g}", v.variant, estimate_text(v.estimate), v.status, delta, p,
+        status = v.status + (SEEDS_DISAGREE if v.status == "worse" and v.seeds_agree is False else "")
+        rows.append(cells([f"{v.rank:g}", v.variant, estimate_text(v.estimate), status, delta, p,
                            TEST_NAMES.get(vs.test, vs.test) if vs else "—", *costs, "◆" if v.pareto else ""],
                           (1, 3, 6, len(TASK_HEADERS) - 1), best=(2,) if v.status == "best" else ()))
     by_label = {v.variant: v for v in ta.variants}
@@ -239,6 +241,7 @@ def pair_candidates(table: GroupTable) -> list[str]:
 
 
 PAIR_MARKS = {"tied": "=", "untested": "?"}
+SEEDS_DISAGREE = "†"  # significant over the examples, but the per-seed differences do not all share its sign
 
 
 def _pairs_block(task: stats.TaskRuns, ta: stats.TaskAnswer, table: GroupTable, name: str, alpha: float,
@@ -264,6 +267,8 @@ def _pairs_block(task: stats.TaskRuns, ta: stats.TaskAnswer, table: GroupTable, 
             sign = 1.0 if p.a == a else -1.0
             ahead = p.verdict == ("a better" if p.a == a else "b better")
             mark = PAIR_MARKS.get(p.verdict) or ("▲" if ahead else "▼")
+            if p.verdict in ("a better", "b better") and p.seeds_agree is False:
+                mark += SEEDS_DISAGREE
             delta = sign * p.result.difference + 0.0 if p.result else 0.0  # + 0.0: no "−0.0000"
             row.append(mark if p.result is None else f"{mark} {fmt_delta(delta)}")
         rows.append(cells(row, (0,)))
@@ -271,7 +276,9 @@ def _pairs_block(task: stats.TaskRuns, ta: stats.TaskAnswer, table: GroupTable, 
     text = (f"Row minus column, in the metric's units; ▲ the row is significantly better, ▼ significantly worse, "
             f"= not significant, ? untested: the same paired tests as above over every pair of configurations "
             f"(a configuration with evaluation points at its last one), Holm over all {len(pairs)} pairs of the "
-            f"task at {alpha:g}. {significant} of {len(pairs)} pairs differ.")
+            f"task at {alpha:g}. {significant} of {len(pairs)} pairs differ. {SEEDS_DISAGREE}: significant over the "
+            "examples of these runs, but the per-seed differences do not all have its sign, so another training run "
+            "may not repeat it.")
     return Block(f"{name}: which pairs differ", [text], ("row − column", *labels), rows, level=3)
 
 

@@ -25,6 +25,11 @@ interval: over seeds when the variant has two or more seeds common to all tasks 
 t interval), over examples when it has predictions on every task (each task's bootstrap distribution drawn
 independently, since tasks have different examples; averaged; percentile), the wider when both.
 
+**Seed agreement**: the paired tests condition on the trained runs (the example is the unit), so they say
+whether *these* seeds differ, not whether another training run would. Each comparison therefore also records
+whether the per-seed differences over the common seeds all have the sign of the mean (:func:`seeds_agree`;
+None with fewer than two common seeds); a significant difference whose seeds disagree is flagged by the report.
+
 **Every pair** (:func:`answer_pairs`): the family above answers "what is tied with the best"; "is A better than
 B?" for two candidates neither of which is best needs the pair itself. Every pair ``i < j`` of the chosen
 candidates is tested as in step 3 (two-sided), and the ``m (m - 1) / 2`` p-values of the task are Holm-corrected
@@ -101,6 +106,7 @@ class VariantAnswer:
     pareto: bool
     costs: Mapping[str, float]
     paper: PaperDelta | None
+    seeds_agree: bool | None = None   # vs the best: every common seed's difference has the mean's sign
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,7 @@ class PairAnswer:
     result: PairedResult | None  # a minus b; None: no paired evidence
     p_adjusted: float | None     # Holm over every pair of the task
     verdict: str                 # "a better", "b better", "tied" or "untested"
+    seeds_agree: bool | None = None  # every common seed's difference a - b has the mean's sign
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,18 @@ def pareto_set(costs: Sequence[float | None], values: Sequence[float], higher_is
 def _ranks(values: Sequence[float], higher_is_better: bool) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64)
     return sps.rankdata(-x if higher_is_better else x, method="average")
+
+
+def seeds_agree(a: Mapping[Any, float], b: Mapping[Any, float]) -> bool | None:
+    """Whether ``a[s] - b[s]`` has one sign over the common seeds (None with fewer than two, or a zero mean)."""
+    common = [s for s in a if s in b]
+    if len(common) < 2:
+        return None
+    differences = np.asarray([a[s] - b[s] for s in common], dtype=np.float64)
+    mean = float(differences.mean())
+    if mean == 0:
+        return None
+    return bool(np.all(np.sign(differences) == np.sign(mean)))
 
 
 def permutations_for(m: int, alpha: float, at_least: int = N_RESAMPLES) -> int:
@@ -208,8 +227,9 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
             status = "tied" if adjusted[i] >= alpha else "worse"
         paper = paper_delta(e.value, *v.paper) if v.paper else None
         p_adjusted = float(adjusted[i]) if i in adjusted else None
+        agree = None if i == best_i else seeds_agree(v.seed_values, best.seed_values)
         rows.append(VariantAnswer(v.variant, e, float(ranks[i]), status, comparisons.get(i), p_adjusted,
-                                  i in pareto, dict(v.costs), paper))
+                                  i in pareto, dict(v.costs), paper, agree))
     rows.sort(key=lambda r: (r.rank, r.variant))
     by_status = {s: tuple(r.variant for r in rows if r.status == s) for s in ("tied", "worse", "untested")}
     return TaskAnswer(task.task, task.metric.name, hib, best.variant, by_status["tied"], by_status["worse"],
@@ -234,7 +254,7 @@ def answer_pairs(task: TaskRuns, labels: Sequence[str] | None = None, *, alpha: 
             p = float(adjusted[k])
             a_ahead = (result.difference > 0) == task.metric.higher_is_better
             verdict = "tied" if p >= alpha or result.difference == 0 else ("a better" if a_ahead else "b better")
-        out.append(PairAnswer(a.variant, b.variant, result, p, verdict))
+        out.append(PairAnswer(a.variant, b.variant, result, p, verdict, seeds_agree(a.seed_values, b.seed_values)))
     return tuple(out)
 
 
