@@ -261,6 +261,7 @@ def test_every_writer_puts_the_answer_first(mixed, tmp_path):
         r = verdicts[(str(group.index), v.variant)]
         assert r["verdict"] == v.status and float(r["rank"]) == v.rank
         assert float(r["primary_low"]) == pytest.approx(v.estimate.interval.low, abs=1e-12)
+        assert r["seeds_agree"] == ("" if v.seeds_agree is None else str(v.seeds_agree))
 
 
 # ---- charts and table layout --------------------------------------------------------------------------------
