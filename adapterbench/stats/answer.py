@@ -239,7 +239,8 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
 
 def answer_pairs(task: TaskRuns, labels: Sequence[str] | None = None, *, alpha: float = 0.05,
                  n_resamples: int = N_RESAMPLES, rng: Any = 0) -> tuple[PairAnswer, ...]:
-    """Every pair of the candidates named in ``labels`` (all when None), in their order (module docstring)."""
+    """Every pair of the candidates named in ``labels`` (all when None), in the task's order of its variants
+    (module docstring)."""
     chosen = [v for v in task.variants if labels is None or v.variant in labels]
     pairs = list(combinations(chosen, 2))
     flips = permutations_for(len(pairs), alpha, n_resamples)
