@@ -121,6 +121,15 @@ def test_identical_predictions_are_tied_and_all_wrong_ones_are_worse(known):
     flips = stats.permutations_for(2, 0.05, N)
     assert flips == 799 and by["dud"].vs_best.p_value == pytest.approx(2 / (flips + 1))
     assert "each one of a family of m tests uses B = max(400, 20 m / 0.05)" in report.answer[0].paragraphs[0]
+    # the seed-level check: the twin equals lora on every seed (p 1); the dud's accuracy is 0 on every seed,
+    # so its per-seed differences are lora's accuracies: a paired t over the 3 seeds, Holm over the two
+    values = [r["metrics"]["primary"]["value"] for r in lora]
+    p_dud = sps.ttest_rel(values, [0.0] * len(values)).pvalue
+    assert by["twin"].seed_p_adjusted == 1.0
+    assert by["dud"].seed_p_adjusted == pytest.approx(min(1.0, 2 * p_dud))
+    header = next(r for r in report.answer if r.title.startswith("sst2") and r.title.endswith("accuracy")).headers
+    cell = [c.text for c in next(r for r in row if r[1].text == "dud")][header.index("p over seeds (Holm)")]
+    assert cell == f"{by['dud'].seed_p_adjusted:.3g}"
 
 
 def test_holm_is_applied_over_the_comparisons_with_the_best(known):
@@ -262,6 +271,7 @@ def test_every_writer_puts_the_answer_first(mixed, tmp_path):
         assert r["verdict"] == v.status and float(r["rank"]) == v.rank
         assert float(r["primary_low"]) == pytest.approx(v.estimate.interval.low, abs=1e-12)
         assert r["seeds_agree"] == ("" if v.seeds_agree is None else str(v.seeds_agree))
+        assert r["seed_p_holm"] == ("" if v.seed_p_adjusted is None else repr(v.seed_p_adjusted))
 
 
 # ---- charts and table layout --------------------------------------------------------------------------------

@@ -175,6 +175,26 @@ def test_a_difference_the_seeds_disagree_on_is_flagged():
     assert seeds_agree({0: 0.8}, {0: 0.7}) is None and seeds_agree({0: 0.8, 1: 0.7}, {0: 0.7, 1: 0.8}) is None
 
 
+def test_the_seed_level_check_is_the_paired_t_over_seeds_holm_corrected():
+    """Three seeds: B trails A by 0.02-0.04 on every seed (t_2 = 5.196, p = 0.0351), C by 0.10, 0.00, 0.05
+    (p = 0.225): Holm over the two gives B 0.0702 and C 0.225, worked by hand below with scipy. With one seed
+    there is no seed-level test, and the example-level verdict stays what it was."""
+    metric = classification_metric("accuracy")
+    a, b, c = {0: 0.80, 1: 0.84, 2: 0.82}, {0: 0.78, 1: 0.80, 2: 0.79}, {0: 0.70, 1: 0.84, 2: 0.77}
+    runs = [VariantRuns(name, values) for name, values in (("A", a), ("B", b), ("C", c))]
+    result = answer_task(TaskRuns("sst2", metric, runs, None))
+    by = {v.variant: v for v in result.variants}
+    p_b = stats.ttest_rel(list(a.values()), list(b.values())).pvalue
+    p_c = stats.ttest_rel(list(a.values()), list(c.values())).pvalue
+    assert p_b == pytest.approx(0.0351, abs=1e-4) and p_c == pytest.approx(0.225, abs=1e-3)
+    assert by["B"].seed_p_adjusted == pytest.approx(min(1.0, 2 * p_b))  # the smaller p times 2
+    assert by["C"].seed_p_adjusted == pytest.approx(max(2 * p_b, p_c))  # then times 1, kept monotone
+    assert by["A"].seed_p_adjusted is None  # the best is not compared with itself
+    assert by["B"].p_adjusted == by["B"].seed_p_adjusted  # no predictions: the verdict's test is this one too
+    one_seed = [VariantRuns(name, {0: values[0]}) for name, values in (("A", a), ("B", b))]
+    assert all(v.seed_p_adjusted is None for v in answer_task(TaskRuns("sst2", metric, one_seed, None)).variants)
+
+
 def test_average_interval_over_seeds_and_over_examples():
     rng = np.random.default_rng(0)
     metric = classification_metric("accuracy")

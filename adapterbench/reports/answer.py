@@ -52,10 +52,13 @@ METHOD = ("Per task, the best configuration has the best mean primary metric; ev
           "with B sign flips cannot give p below 2 / (B + 1), so each one of a family of m tests uses "
           "B = max({resamples:,}, 20 m / {alpha:g}): the smallest Holm-adjusted p it can reach is at most "
           "{alpha:g} / 10, and resolution never decides a verdict. The tests condition on these runs (the example is "
-          "the unit); worse† = significant, but not every seed's difference has the mean's sign.")
+          "the unit); worse† = significant, but not every seed's difference has the mean's sign. \"p over seeds\" "
+          "asks whether another training run would repeat the difference: the paired t-test over the common "
+          "seeds (the seed is the unit), Holm within the task; with few seeds it has little power, so it "
+          "qualifies a verdict and does not set it.")
 SUMMARY_HEADERS = ("task", "metric", "best", "best value [95%]", "tied with the best", "worse", "untested")
 TASK_HEADERS = ("rank", "variant", "metric [95%]", "verdict", "Δ vs best [95%]", "p (Holm)", "test",
-                *(m.title for m in COSTS), "Pareto")
+                "p over seeds (Holm)", *(m.title for m in COSTS), "Pareto")
 OVERALL_HEADERS = ("variant", "tasks", "mean rank", "average [95%]", "interval over")
 PAPER_HEADERS = ("task", "variant", "metric", "paper", "measured (mean ± std, n)", "difference", "in paper std",
                  "source")
@@ -217,10 +220,12 @@ def _task_block(ta: stats.TaskAnswer, group: GroupInput, name: str) -> Block:
         vs = v.vs_best
         delta = (fmt_delta(vs.difference) + _interval_text(vs.interval)) if vs else "—"
         p = "—" if v.p_adjusted is None else f"{v.p_adjusted:.3g}"
+        seed_p = "—" if v.seed_p_adjusted is None else f"{v.seed_p_adjusted:.3g}"
         costs = [FORMATTERS[m.kind](v.costs.get(m.key)) for m in COSTS]
         status = v.status + (SEEDS_DISAGREE if v.status == "worse" and v.seeds_agree is False else "")
         rows.append(cells([f"{v.rank:g}", v.variant, estimate_text(v.estimate), status, delta, p,
-                           TEST_NAMES.get(vs.test, vs.test) if vs else "—", *costs, "◆" if v.pareto else ""],
+                           TEST_NAMES.get(vs.test, vs.test) if vs else "—", seed_p, *costs,
+                           "◆" if v.pareto else ""],
                           (1, 3, 6, len(TASK_HEADERS) - 1), best=(2,) if v.status == "best" else ()))
     by_label = {v.variant: v for v in ta.variants}
     budget = "; ".join(f"{label} ({fmt_count(by_label[label].costs.get(PARETO_COST))}): "

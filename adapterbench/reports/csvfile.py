@@ -4,7 +4,8 @@
 Besides each metric's mean, its 95% interval (``<metric>:low``, ``<metric>:high``, ``<metric>:interval`` = seeds
 or examples) and the row's answer (``rank``, ``verdict`` = best / tied / worse / untested, ``vs_best`` and its
 interval, ``p_holm``, ``test``, ``seeds_agree``: every common seed's difference from the best has the mean's
-sign) as :mod:`adapterbench.reports.answer` found them."""
+sign, ``seed_p_holm``: the paired t over the common seeds, Holm within the task) as
+:mod:`adapterbench.reports.answer` found them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from adapterbench.reports.model import Report
 IDENTITY = ("group", "task", "task_version", "model", "weights_sha256", "profile", "variant", "label", "point",
             "settings", "seeds", "n", "pareto", "primary_metric", "greater_is_better", "primary_mean", "primary_std",
             "primary_low", "primary_high", "primary_interval")
-ANSWER = ("rank", "verdict", "vs_best", "vs_best_low", "vs_best_high", "p_holm", "test", "seeds_agree")
+ANSWER = ("rank", "verdict", "vs_best", "vs_best_low", "vs_best_high", "p_holm", "test", "seeds_agree",
+          "seed_p_holm")
 
 
 def _number(value: float | None) -> str:
@@ -63,7 +65,8 @@ def table_csv(report: Report) -> str:
             answer = ([f"{v.rank:g}", v.status, _number(vs.difference) if vs else "",
                        _number(vs.interval.low) if vs and vs.interval else "",
                        _number(vs.interval.high) if vs and vs.interval else "", _number(v.p_adjusted),
-                       vs.test if vs else "", "" if v.seeds_agree is None else v.seeds_agree]
+                       vs.test if vs else "", "" if v.seeds_agree is None else v.seeds_agree,
+                       _number(v.seed_p_adjusted)]
                       if v else [""] * len(ANSWER))
             writer.writerow([section.index, k.task, k.task_version, k.model, k.weights_sha256, k.profile,
                              row.config.variant, row.label, "" if row.point is None else json.dumps(row.point),

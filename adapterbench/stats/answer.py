@@ -30,6 +30,13 @@ whether *these* seeds differ, not whether another training run would. Each compa
 whether the per-seed differences over the common seeds all have the sign of the mean (:func:`seeds_agree`;
 None with fewer than two common seeds); a significant difference whose seeds disagree is flagged by the report.
 
+**Seed-level check**: beside that sign check, each comparison with the best also gets the paired t-test over the
+common seeds' values (the seed is the unit: ``t = mean(d) / (sd(d) / sqrt(k))`` over the ``k`` per-seed
+differences ``d``, :func:`~adapterbench.stats.paired.seed_paired_test`), Holm-corrected over the task's family
+(``seed_p_adjusted``). It asks whether another training run would repeat the difference, which the example-level
+test cannot; with 3 seeds (``t_2``) it has little power, so it qualifies the verdict and never sets it. None
+with fewer than two common seeds or a constant nonzero difference.
+
 **Every pair** (:func:`answer_pairs`): the family above answers "what is tied with the best"; "is A better than
 B?" for two candidates neither of which is best needs the pair itself. Every pair ``i < j`` of the chosen
 candidates is tested as in step 3 (two-sided), and the ``m (m - 1) / 2`` p-values of the task are Holm-corrected
@@ -107,6 +114,7 @@ class VariantAnswer:
     costs: Mapping[str, float]
     paper: PaperDelta | None
     seeds_agree: bool | None = None   # vs the best: every common seed's difference has the mean's sign
+    seed_p_adjusted: float | None = None  # vs the best: paired t over common seeds, Holm over the task
 
 
 @dataclass(frozen=True)
@@ -215,6 +223,10 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
                    for i, v in enumerate(task.variants) if i != best_i}
     tested = [i for i, c in comparisons.items() if c is not None]
     adjusted = dict(zip(tested, adjust([comparisons[i].p_value for i in tested], "holm")))
+    over_seeds = {i: seed_paired_test(task.metric.name, v.seed_values, best.seed_values)
+                  for i, v in enumerate(task.variants) if i != best_i}
+    seed_tested = [i for i, c in over_seeds.items() if c is not None]
+    seed_adjusted = dict(zip(seed_tested, adjust([over_seeds[i].p_value for i in seed_tested], "holm")))
     pareto = pareto_set([v.costs.get(cost_key) for v in task.variants], means, hib)
     ranks = _ranks(means, hib)
     rows = []
@@ -228,8 +240,9 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
         paper = paper_delta(e.value, *v.paper) if v.paper else None
         p_adjusted = float(adjusted[i]) if i in adjusted else None
         agree = None if i == best_i else seeds_agree(v.seed_values, best.seed_values)
+        seed_p = float(seed_adjusted[i]) if i in seed_adjusted else None
         rows.append(VariantAnswer(v.variant, e, float(ranks[i]), status, comparisons.get(i), p_adjusted,
-                                  i in pareto, dict(v.costs), paper, agree))
+                                  i in pareto, dict(v.costs), paper, agree, seed_p))
     rows.sort(key=lambda r: (r.rank, r.variant))
     by_status = {s: tuple(r.variant for r in rows if r.status == s) for s in ("tied", "worse", "untested")}
     return TaskAnswer(task.task, task.metric.name, hib, best.variant, by_status["tied"], by_status["worse"],
