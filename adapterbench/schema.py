@@ -341,11 +341,13 @@ def measure(key: str) -> Measure:
 
 
 # ---- metrics and the primary metric -----------------------------------------------------------------------
+TRAIN_LOSS = "train_loss"  # the history key of an epoch's mean training loss (written by the loop)
+
 # Direction of every metric a built-in task computes (tasks/metrics.py checks that it names each of its metrics),
 # and of the losses the loop logs. A metric not listed is read by its name: losses and errors are lower-better.
 METRIC_DIRECTIONS: dict[str, Direction] = {
     "accuracy": "higher", "f1": "higher", "matthews_correlation": "higher", "pearson": "higher",
-    "spearmanr": "higher", "precision": "higher", "recall": "higher", "loss": "lower", "train_loss": "lower",
+    "spearmanr": "higher", "precision": "higher", "recall": "higher", "loss": "lower", TRAIN_LOSS: "lower",
 }
 _LOWER_WORDS = ("loss", "mse", "mae", "rmse", "error", "perplexity")
 

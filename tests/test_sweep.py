@@ -13,7 +13,15 @@ import pytest
 import adapterbench.harness.run as run_module
 from adapterbench.harness.matrix import expand
 from adapterbench.harness.records import iter_records, read_predictions
-from adapterbench.harness.sweep import grid_points, parse_grid, resolve_point, run_sweep, select, trial_value
+from adapterbench.harness.sweep import (
+    final_train_loss,
+    grid_points,
+    parse_grid,
+    resolve_point,
+    run_sweep,
+    select,
+    trial_value,
+)
 from adapterbench.testing import save_tiny_model
 
 pytestmark = pytest.mark.timeout(600)
@@ -47,9 +55,23 @@ def test_selection_is_direction_aware_and_failed_trials_never_win():
     def rec(value, status="ok"):
         return {"status": status, "metrics": {"primary": {"value": value}}}
     trials = [("a", rec(0.5)), ("b", rec(0.9, status="diverged")), ("c", rec(0.7)), ("d", rec(0.7))]
-    assert select(trials, greater_is_better=True)[0] == "c"  # the tie keeps the earlier grid point
+    assert select(trials, greater_is_better=True)[0] == "c"  # a tie without losses keeps the earlier grid point
     assert select(trials, greater_is_better=False)[0] == "a"
     assert trial_value(None, True) == float("-inf")
+
+
+def test_an_exact_tie_goes_to_the_lower_training_loss_then_the_earlier_grid_point():
+    """MRPC's BitFit trials: four rates, all at the all-"paraphrase" answer (held-out F1 0.8017), final training
+    losses 0.6255 (1e-3), 0.6103 (3e-3), 0.6309 (1e-2), 0.6313 (3e-2): the lower loss wins the tie."""
+    def rec(value, loss):
+        return {"status": "ok", "metrics": {"primary": {"value": value}},
+                "history": [{"epoch": 1, "train_loss": 0.7}, {"epoch": 2, "train_loss": loss}]}
+    trials = [("1e-3", rec(0.8017, 0.6255)), ("3e-3", rec(0.8017, 0.6103)), ("1e-2", rec(0.8017, 0.6309)),
+              ("3e-2", rec(0.8017, 0.6313))]
+    assert select(trials, greater_is_better=True)[0] == "3e-3"
+    assert select([*trials, ("better", rec(0.81, 0.9))], greater_is_better=True)[0] == "better"  # value first
+    assert select([("a", rec(0.5, None)), ("b", rec(0.5, None))], greater_is_better=True)[0] == "a"
+    assert final_train_loss(rec(0.5, 0.61)) == 0.61 and final_train_loss(None) == float("inf")
 
 
 def test_data_fingerprint_is_part_of_the_run_identity(tmp_path):

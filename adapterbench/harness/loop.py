@@ -53,6 +53,7 @@ from adapterbench.harness.observers import (
     Throughput,
 )
 from adapterbench.harness.settings import TrainSettings
+from adapterbench.schema import TRAIN_LOSS
 from adapterbench.tasks.metrics import compute_metrics
 from adapterbench.tasks.spec import TaskSpec
 from adapterbench.variants.base import TrainState, Variant
@@ -141,7 +142,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
                              pad_token_id, watch, progress)
         watch.eval_start()
         metrics, result.predictions["final"], result.references = evaluate_here()  # last epoch = as trained
-        entry = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
+        entry = {"epoch": epoch + 1, "step": state.step, TRAIN_LOSS: float(np.mean(losses)) if losses else None,
                  "time_s": throughput.train_s, **metrics, **dict(state.log)}
         watch.eval_end(entry)
         result.history.append(entry)

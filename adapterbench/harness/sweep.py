@@ -7,7 +7,9 @@ The protocol, for each (task, variant):
    evaluated on that slice only (``holdout_samples``; the dev split is not even read). A learning-rate value
    written ``3x`` means 3 times the variant's paper learning rate, so one grid fits variants whose scales differ.
 2. **Selection.** The trial with the best primary metric on the held-out slice (direction-aware; failed or
-   diverged trials never win; ties go to the earlier grid point).
+   diverged trials never win). An exact tie (several trials that all give, say, the majority-class answer) goes to
+   the trial with the lower final training loss (the last epoch's mean, from the training split only), then to
+   the earlier grid point.
 3. **Finals.** The chosen setting, rerun for every seed on the full training subset and evaluated on dev: the
    numbers that are reported.
 
@@ -30,6 +32,7 @@ from adapterbench.harness.matrix import expand, preflight, run_matrix
 from adapterbench.harness.records import read_record, record_path, write_record
 from adapterbench.harness.run import HOLDOUT_SPLIT, RunSpec
 from adapterbench.harness.settings import TRAIN_KEYS, TrainSettings, parse_value, resolve_lr
+from adapterbench.schema import TRAIN_LOSS
 from adapterbench.tasks import get_task
 from adapterbench.variants import VARIANTS
 
@@ -111,15 +114,23 @@ def trial_value(record: dict[str, Any] | None, greater_is_better: bool) -> float
     return worst if value is None or not math.isfinite(value) else float(value)
 
 
+def final_train_loss(record: dict[str, Any] | None) -> float:
+    """The last epoch's mean training loss of a trial (``inf`` when it has none): the tie-break of :func:`select`."""
+    history = (record or {}).get("history") or []
+    loss = history[-1].get(TRAIN_LOSS) if history else None
+    return float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
+
+
 def select(trials: list[tuple[RunSpec, dict[str, Any] | None]], greater_is_better: bool
            ) -> tuple[RunSpec, dict[str, Any] | None]:
-    """The best trial by held-out value; ties keep the earlier grid point."""
-    best = trials[0]
-    for trial in trials[1:]:
-        a, b = trial_value(trial[1], greater_is_better), trial_value(best[1], greater_is_better)
-        if (a > b) if greater_is_better else (a < b):
-            best = trial
-    return best
+    """The best trial by held-out value; an exact tie goes to the lower final training loss, then the earlier
+    grid point."""
+    sign = -1.0 if greater_is_better else 1.0  # ascending sort: the best value first
+
+    def key(i: int) -> tuple[float, float, int]:
+        return sign * trial_value(trials[i][1], greater_is_better), final_train_loss(trials[i][1]), i
+
+    return trials[min(range(len(trials)), key=key)]
 
 
 def final_overrides(variant: str, chosen: dict[str, Any], profile: str, task: str | None = None) -> dict[str, Any]:
@@ -224,7 +235,8 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
              "", f"**Selection did not see the reported split**: each trial trained without, and was scored on, "
                  f"{summary['holdout_examples']} examples held out of the training split (`{HOLDOUT_SPLIT}`); "
                  f"the chosen setting was then rerun on seeds {summary['seeds']} and evaluated on the dev split "
-                 f"(records in `{summary.get('finals', 'final/')}`).", ""]
+                 f"(records in `{summary.get('finals', 'final/')}`). The best held-out value wins; an exact tie goes "
+                 f"to the lower final training loss, then to the earlier grid point.", ""]
     for task_name, task in summary["tasks"].items():
         lines += [f"## {task_name} (held-out {task['metric']}, "
                   f"{'higher' if task['greater_is_better'] else 'lower'} is better)", "",
