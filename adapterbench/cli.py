@@ -267,9 +267,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         preflight(specs)
         with _sigterm_interrupts():
-            return run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
+            code = run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
     finally:
         executor.close()
+    if len({spec.variant for spec in specs}) > 1 and not args.shard:  # a shard's answer would be a part's
+        _print_answer(specs)
+    return code
+
+
+def _print_answer(specs: list[Any]) -> None:
+    from adapterbench.harness.records import record_path
+    from adapterbench.reports.terminal import answer_text
+
+    text = answer_text([record_path(Path(spec.out_dir), spec.run_id) for spec in specs])
+    if text:
+        out = specs[0].out_dir
+        print(f"\n{text}\n\nevery table and chart: bench report {out} --out reports/{Path(out).name}", flush=True)
 
 
 @contextlib.contextmanager

@@ -175,6 +175,25 @@ def test_a_failing_run_is_recorded_and_the_matrix_goes_on(tmp_path, tiny_folder,
     assert records["full"]["error"]["message"].startswith("loss became nan at step 2")
 
 
+def test_a_matrix_of_several_variants_ends_with_the_answer(tmp_path, tiny_folder, capsys):
+    out = tmp_path / "out"
+    common = ["--task", str(TASK_FILE), "--model", str(tiny_folder), "--profile", "smoke", "--out", str(out),
+              "--in-process"]
+    assert main(["run", "--variants", "head", *common]) == 0
+    assert "answer (" not in capsys.readouterr().out  # one variant: nothing to compare
+    assert main(["run", "--variants", "head,lora", *common]) == 0  # head's run is done: skipped, still answered
+    printed = capsys.readouterr().out
+    assert "1 already done, 1 to run" in printed
+    answer = printed[printed.index("answer ("):]
+    values = {json.loads(p.read_text())["variant"]["name"]: json.loads(p.read_text())["metrics"]["primary"]["value"]
+              for p in out.glob("*.json")}
+    best = [name for name, value in values.items() if value == max(values.values())]
+    assert any(f"Best: {name};" in answer for name in best), answer
+    rows = [line.split() for line in answer.splitlines() if line.split()[1:2] in (["head"], ["lora"])]
+    assert sorted(r[1] for r in rows) == ["head", "lora"]
+    assert answer.rstrip().endswith(f"every table and chart: bench report {out} --out reports/out")
+
+
 @pytest.mark.e2e
 @needs_shared_data
 def test_end_to_end_on_real_minilm_and_real_data(tmp_path):

@@ -23,6 +23,7 @@ from adapterbench.reports.build import write_report
 from adapterbench.reports.collect import Collection, load_records
 from adapterbench.reports.markdown import render_markdown
 from adapterbench.reports.model import build_report, table_cells, table_parts
+from adapterbench.reports.terminal import answer_text
 
 N = 400  # resamples: enough for p-values of 1/401, quick on 25 examples
 
@@ -88,7 +89,7 @@ def built(mixed, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def known(mixed, tmp_path_factory):
+def known_folder(mixed, tmp_path_factory) -> Path:
     """lora's three runs; a twin with identical predictions; a dud wrong on every example; lora tagged with a
     paper reference."""
     folder = tmp_path_factory.mktemp("known")
@@ -98,7 +99,12 @@ def known(mixed, tmp_path_factory):
     copy_as(lora, folder, "lora", tags=reference)
     copy_as(lora, folder, "twin")
     copy_as(lora, folder, "dud", wrong=True)
-    return report_of(folder, folder.parent / "known-report"), [r for _, r in lora]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def known(known_folder, mixed):
+    return report_of(known_folder, known_folder.parent / "known-report"), [r for _, r in records(mixed, "lora")]
 
 
 # ---- verdicts whose outcome is known ------------------------------------------------------------------------
@@ -302,3 +308,32 @@ def test_tables_are_split_into_parts_that_fit(built):
         assert [[c.text for c in r[:3]] for r in part_rows] == [[c.text for c in r[:3]] for r in rows]
     shown = [h for _, part_headers, _ in parts for h in part_headers[3:]]
     assert sorted(shown) == sorted(headers[3:])  # every column once
+
+
+# ---- the same answer in the terminal (what bench run prints after a matrix of several variants) -------------
+def test_the_terminal_answer_gives_each_verdict_of_the_report(known_folder, known):
+    report, lora = known
+    by = {v.variant: v for v in main_sst2(report).answer.variants}
+    text = answer_text(sorted(known_folder.glob("*.json")), n_resamples=N)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "variant"])
+    rows = {line.split()[1]: line for line in lines[header + 1:header + 4]}
+    assert set(rows) == {"lora", "twin", "dud"}
+    for name, line in rows.items():
+        assert f" {by[name].status} " in line, line
+    for name, line in rows.items():  # lora and its twin share ranks 1 and 2: 1.5 each
+        assert line.split()[0] == f"{by[name].rank:g}"
+    assert by["lora"].rank == 1.5 and " — " in rows["lora"]  # the best has no p-value of its own
+    assert f" {by['dud'].p_adjusted:.3g} " in rows["dud"] and " 1 " in rows["twin"]  # twin: p = 1 exactly
+    mean = statistics.fmean(r["metrics"]["primary"]["value"] for r in lora)
+    assert f"{mean:.4f}" in rows["lora"]
+    assert "Best: lora; tied with it: twin." in lines[header + 4]
+    # aligned: every column of the table starts at the same character in every row
+    starts = [lines[header].index(h) for h in ("verdict", "p (Holm)")]
+    assert {rows[n].index(by[n].status) for n in rows} == {starts[0]}
+
+
+def test_the_terminal_answer_needs_an_ok_run(mixed, tmp_path):
+    failed = [p for p in sorted(mixed.glob("*.json")) if json.loads(p.read_text())["status"] != "ok"]
+    assert failed and answer_text(failed) is None
+    assert answer_text([tmp_path / "missing.json"]) is None

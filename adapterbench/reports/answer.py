@@ -165,8 +165,9 @@ class Answers:
 
 
 def build_answer(groups: Sequence[GroupInput], evidence: Evidence, *, alpha: float = 0.05,
-                 n_resamples: int = N_RESAMPLES, rng: Any = 0) -> Answers:
-    """The answer's blocks for the groups of a report (module docstring)."""
+                 n_resamples: int = N_RESAMPLES, rng: Any = 0, pairs: bool = True) -> Answers:
+    """The answer's blocks for the groups of a report (module docstring); ``pairs=False`` leaves out the
+    pairs matrices (Holm over every pair of a task: the slowest part, and not what the terminal shows)."""
     summary, sections, overall, by_group = [], [], [], {}
     several = len(settings(groups)) > 1
     for setting, members in settings(groups).items():
@@ -186,8 +187,9 @@ def build_answer(groups: Sequence[GroupInput], evidence: Evidence, *, alpha: flo
             by_group[g.index] = ta
             summary.append(_summary_row(ta, names[g.index] + where))
             sections.append(_task_block(ta, g, names[g.index] + where))
-            pairs = _pairs_block(runs[g.index], ta, g.table, names[g.index] + where, alpha, n_resamples, rng)
-            sections += [pairs] if pairs else []
+            if pairs:
+                matrix = _pairs_block(runs[g.index], ta, g.table, names[g.index] + where, alpha, n_resamples, rng)
+                sections += [matrix] if matrix else []
         if len(kept) > 1:
             overall.append(_overall_block(result, where))
     if not summary:

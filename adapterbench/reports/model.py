@@ -235,25 +235,37 @@ def _rank_charts(table: GroupTable, collection: Collection, stem: str, out: Path
     return drawn
 
 
-def build_report(collection: Collection, out: Path, sources: Sequence[str], *, alpha: float = 0.05,
-                 n_resamples: int = N_RESAMPLES) -> Report:
-    """Aggregate ``collection``, add intervals and the answer, and draw the charts into ``out`` (which must
-    exist); return the report model. ``n_resamples``: of every bootstrap and permutation test."""
+def group_inputs(collection: Collection, *, alpha: float = 0.05,
+                 n_resamples: int = N_RESAMPLES) -> tuple[list[GroupInput], Evidence]:
+    """The comparable groups of ``collection``'s ok runs, numbered in report order (by task, then the larger
+    group first): each group's table with its intervals filled, and the evidence (predictions) read for them.
+    What :func:`build_report` draws and answers, and what ``bench run`` answers in the terminal."""
     ok, points = collection.ok, collection.ok_points
     points = points[points["run_id"].isin(ok["run_id"])]
     point_groups = group_keys(points)
-    history_groups = group_keys(collection.history)
-    colors = charts.palette(collection.latest["variant"].astype(str).tolist())
     order = sorted(set(point_groups), key=lambda k: (k.task, -int((point_groups == k).sum()), k))
-    tasks: dict[str, list[GroupSection]] = {}
-    evidence, inputs, sections = Evidence(), [], {}
+    evidence, inputs = Evidence(), []
     for index, key in enumerate(order, start=1):
         table = aggregate_group(points[point_groups == key], ok)
         evals = group_evaluations(points[point_groups == key], ok)
         fill_intervals(table, evals, evidence, level=1 - alpha, n_resamples=n_resamples)
         inputs.append(GroupInput(index, key, table, evals))
-        section = sections[index] = GroupSection(index, table)
-        stem = f"{index:02d}-{_slug(key.task)}"
+    return inputs, evidence
+
+
+def build_report(collection: Collection, out: Path, sources: Sequence[str], *, alpha: float = 0.05,
+                 n_resamples: int = N_RESAMPLES) -> Report:
+    """Aggregate ``collection``, add intervals and the answer, and draw the charts into ``out`` (which must
+    exist); return the report model. ``n_resamples``: of every bootstrap and permutation test."""
+    inputs, evidence = group_inputs(collection, alpha=alpha, n_resamples=n_resamples)
+    history_groups = group_keys(collection.history)
+    colors = charts.palette(collection.latest["variant"].astype(str).tolist())
+    tasks: dict[str, list[GroupSection]] = {}
+    sections = {}
+    for group in inputs:
+        key, table = group.key, group.table
+        section = sections[group.index] = GroupSection(group.index, table)
+        stem = f"{group.index:02d}-{_slug(key.task)}"
         for kind, title, caption, draw in _charts_of(key, table, collection.history[history_groups == key], colors):
             if draw(out / f"{stem}-{kind}.png"):
                 section.charts.append(Chart(f"{stem}-{kind}.png", title, caption))
