@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "worker died up to N times before recording it failed (default 0)")
     run.add_argument("--shard", default=None, metavar="I/N", help="run only shard I of N of the matrix "
                      "(deterministic by run id; the N shards together are the whole matrix)")
+    run.add_argument("--no-answer", dest="answer", action="store_false", help="do not end a matrix of several "
+                     "variants with the answer (best, tied, worse; it costs what the report's statistics cost)")
     run.set_defaults(handler=_cmd_run, parser=run)
 
     sweep = sub.add_parser("sweep", help="tune every variant with the same budget on held-out training data, "
@@ -270,7 +272,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             code = run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
     finally:
         executor.close()
-    if len({spec.variant for spec in specs}) > 1 and not args.shard:  # a shard's answer would be a part's
+    if args.answer and len({spec.variant for spec in specs}) > 1 and not args.shard:  # a shard's: a part's
         _print_answer(specs)
     return code
 

@@ -192,6 +192,8 @@ def test_a_matrix_of_several_variants_ends_with_the_answer(tmp_path, tiny_folder
     rows = [line.split() for line in answer.splitlines() if line.split()[1:2] in (["head"], ["lora"])]
     assert sorted(r[1] for r in rows) == ["head", "lora"]
     assert answer.rstrip().endswith(f"every table and chart: bench report {out} --out reports/out")
+    assert main(["run", "--variants", "head,lora", "--no-answer", *common]) == 0
+    assert "answer (" not in capsys.readouterr().out
 
 
 @pytest.mark.e2e
