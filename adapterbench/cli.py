@@ -386,10 +386,9 @@ def variant_summary(entry: Any) -> Any:
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
-        print("  ".join(cells).rstrip())
+    from adapterbench.reports.blocks import Cell, text_table
+
+    print("\n".join(text_table(header, [[Cell(str(c), numeric=False) for c in row] for row in rows], indent="")))
 
 
 if __name__ == "__main__":

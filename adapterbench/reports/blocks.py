@@ -24,3 +24,15 @@ class Block:
     headers: Sequence[str] = ()
     rows: list[list[Cell]] = field(default_factory=list)
     level: int = 2
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], indent: str = "  ") -> list[str]:
+    """Aligned plain-text lines: numbers right-aligned, text left-aligned, two spaces between columns."""
+    widths = [max([len(h), *(len(r[i].text) for r in rows)]) for i, h in enumerate(headers)]
+    numeric = [all(r[i].numeric for r in rows) if rows else False for i in range(len(headers))]
+
+    def line(texts: Sequence[str]) -> str:
+        return indent + "  ".join(t.rjust(w) if num else t.ljust(w)
+                                  for t, w, num in zip(texts, widths, numeric)).rstrip()
+
+    return [line(headers), *(line([c.text for c in r]) for r in rows)]

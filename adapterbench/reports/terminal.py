@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adapterbench.reports.answer import COSTS, TASK_HEADERS, build_answer
-from adapterbench.reports.blocks import Block, Cell
+from adapterbench.reports.blocks import Block, text_table
 from adapterbench.reports.collect import Collection, load_records
 from adapterbench.reports.model import group_inputs
 from adapterbench.stats.intervals import N_RESAMPLES
@@ -26,18 +26,6 @@ from adapterbench.stats.intervals import N_RESAMPLES
 # (parameters as deployed, peak memory, training throughput); the report has the rest.
 COLUMNS = ("rank", "variant", "metric [95%]", "verdict", "p (Holm)", "p over seeds (Holm)",
            *(m.title for m in COSTS[:3]))
-
-
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], indent: str = "  ") -> list[str]:
-    """Aligned plain-text lines: numbers right-aligned, text left-aligned, two spaces between columns."""
-    widths = [max([len(h), *(len(r[i].text) for r in rows)]) for i, h in enumerate(headers)]
-    numeric = [all(r[i].numeric for r in rows) if rows else False for i in range(len(headers))]
-
-    def line(texts: Sequence[str]) -> str:
-        return indent + "  ".join(t.rjust(w) if num else t.ljust(w)
-                                  for t, w, num in zip(texts, widths, numeric)).rstrip()
-
-    return [line(headers), *(line([c.text for c in r]) for r in rows)]
 
 
 def block_text(block: Block, columns: Sequence[str] = COLUMNS) -> list[str]:
