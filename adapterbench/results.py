@@ -43,7 +43,7 @@ GROUP_COLUMNS = ("task", "task_version", "model", "weights_sha256", "profile", "
 IDENTITY_TRAINING_KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup_ratio", "weight_decay",
                           "max_grad_norm", "max_train_samples", "max_eval_samples", "max_steps", "precision",
                           "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches",
-                          "holdout_samples")
+                          "holdout_samples", "train_steps")
 
 # name -> (dtype, meaning). The families "<split>/<metric>", measurement keys, "config.*", "training.*" and
 # "env.*" follow these.
@@ -67,6 +67,9 @@ RUN_COLUMNS: dict[str, tuple[str, str]] = {
     "greater_is_better": ("boolean", "direction of the primary metric"),
     "primary": ("float64", "primary metric after the last epoch"),
     "primary_best": ("float64", "primary metric at its best epoch"),
+    "learned": ("boolean", "v2: the run beat the task's trivial predictor on the primary split (paired, one-sided; "
+                           "stats/learned.py); missing for older records"),
+    "learned_detail": ("string", "v2: that outcome in words"),
     "best_epoch": ("Int64", "epoch of the best primary metric"),
     "n_points": ("Int64", "evaluation points besides the model as trained (DyLoRA: ranks)"),
     "error_type": ("string", "exception type of a run that did not finish"),
@@ -91,6 +94,7 @@ POINT_COLUMNS: dict[str, tuple[str, str]] = {
     "point_label": ("string", 'the variant\'s label of the point ("r=4"; "" as trained)'),
     "point_order": ("float64", "sort key: the point's value when numeric, else its position"),
     "primary": ("float64", "the primary metric at this point"),
+    "learned": ("boolean", "v2: this point beat the task's trivial predictor on the primary split"),
 }
 # The first columns of the long tables (points, history, ranks): which run, and how it groups.
 KEY_COLUMNS = ("run_id", "source", "status", "latest", "created_at", *GROUP_COLUMNS, "variant", "config", "seed")
@@ -106,7 +110,7 @@ def config_settings(record: schema.Record) -> dict[str, Any]:
     settings = dict(record.get("variant", {}).get("config") or {})
     training = record.get("training", {})
     for key in IDENTITY_TRAINING_KEYS:
-        if key in training:
+        if key in training and not (key == "train_steps" and training[key] is None):  # older records lack it
             value = training[key]
             if key == "device" and isinstance(value, str) and value.startswith("cuda"):
                 value = "cuda"  # cuda and cuda:1 are the same kind of device
@@ -140,7 +144,8 @@ def run_row(path: Path, record: schema.Record) -> dict[str, Any]:
         "config": _canonical(config_settings(record)),
         "primary_metric": schema.primary_key(record), "greater_is_better": schema.greater_is_better(record),
         "primary": schema.primary_value(record), "primary_best": primary.get("best_value"),
-        "best_epoch": primary.get("best_epoch"),
+        "best_epoch": primary.get("best_epoch"), "learned": schema.learned_at(record),
+        "learned_detail": schema.learned_detail(record),
         "n_points": sum(p.get("point") is not None for p in metrics.get("points") or []),
         "error_type": error.get("type"), "error_message": error.get("message"),
         "points_axis": points.get("axis"), "points_scale": points.get("scale"),
@@ -184,6 +189,7 @@ def point_rows(record: schema.Record) -> list[dict[str, Any]]:
         value = schema.primary_value(record) if point is None else entry.get(key)
         rows.append({**keys, "point": point, "point_key": _canonical(point), "point_label": point_label(point, hints),
                      "point_order": float(point) if schema.is_number(point) else float(i), "primary": value,
+                     "learned": schema.learned_at(record, point),
                      **{k: v for k, v in entry.items() if k != "point"}})
     return rows
 

@@ -10,8 +10,9 @@ Schema versions and migration
 * **1** (the committed ``results/baselines``): everything below except the parts marked *v2*.
 * **2** adds, all optional: ``data`` (what was read, with fingerprints: part of the run identity),
   ``predictions`` (a gzip JSON sidecar of per-example predictions), ``environment.fingerprint``, ``steps``
-  (per-step loss and time), ``measurements["params/deployed_adapter"]`` (also inside each ``metrics.points``
-  entry), and ``variant_info["report"]``: what the variant wants charted (:class:`ReportHints`).
+  (per-step loss and time), ``learned`` (each evaluation tested against the task's trivial predictor;
+  records written before it have none, and readers show their outcome as unknown),
+  ``measurements["params/deployed_adapter"]`` (also inside each ``metrics.points`` entry), and ``variant_info["report"]``: what the variant wants charted (:class:`ReportHints`).
 
 Reading (:func:`adapterbench.harness.records.parse`) accepts versions :data:`READABLE_VERSIONS` and migrates on read: a v1 record gets
 ``schema_version`` 2 and ``migrated_from`` 1, and the report hints v1 readers assumed (numeric evaluation points
@@ -80,6 +81,7 @@ class TrainingPart(TypedDict, total=False):
     max_train_samples: int | None
     max_eval_samples: int | None
     max_steps: int | None
+    holdout_samples: int  # a sweep trial's held-out training examples (its only evaluated split)
     warmup_steps_excluded: int
     precision: str  # "fp32" | "bf16"
     device: str  # "cpu" | "cuda" | "cuda:N"
@@ -90,6 +92,8 @@ class TrainingPart(TypedDict, total=False):
     train_examples: int
     eval_examples: dict[str, int]  # per split
     overrides: dict[str, Any]  # as given by --set
+    train_steps: int | None  # the step budget, when the profile or --set gave one (epochs then ignored)
+    head_bias_init: float | None  # regression: the fresh head's output bias set to the training mean (harness/head.py)
 
 
 class PrimaryMetric(TypedDict, total=False):
@@ -127,6 +131,25 @@ class Predictions(TypedDict):  # v2
     sha256: str
     splits: dict[str, int]  # examples per split
     points: list[Any]  # the evaluation points stored besides "final"
+
+
+class LearnedCheckPart(TypedDict):  # v2: adapterbench.stats.learned.LearnedCheck
+    learned: bool  # the run beat the trivial predictor (paired, one-sided, at the record's alpha)
+    p_value: float
+    value: float | None  # the run's primary metric on this evaluation (None: undefined)
+    trivial_value: float | None  # the trivial predictor's (None: undefined, e.g. a constant's Pearson)
+    trivial: str  # "the majority class 'positive'", "a constant at the training mean 2.7", "'O' for every word"
+    share: float  # answers equal to the trivial predictor's (regression: prediction std / label std)
+    detail: str  # the outcome in words, as printed after the run
+
+
+class LearnedPart(TypedDict, total=False):  # v2: adapterbench.harness.learning.learned_part
+    learned: bool | None  # the primary split's outcome for the model as trained; None: not evaluated
+    split: str | None
+    detail: str | None
+    trivial: str
+    alpha: float
+    points: dict[str, dict[str, LearnedCheckPart]]  # point key ("final", "4", ...) -> split -> outcome
 
 
 class Steps(TypedDict, total=False):  # v2
@@ -186,6 +209,7 @@ class Record(TypedDict, total=False):
     data: DataPart  # v2
     predictions: Predictions  # v2
     steps: Steps  # v2
+    learned: LearnedPart  # v2: did each evaluation beat the trivial predictor
     notes: list[str]
 
 
@@ -387,6 +411,29 @@ def evaluations(record: Record) -> list[dict[str, Any]]:
     if named:
         return named
     return [{"point": None, **(metrics.get("final") or {})}]
+
+
+def learned_at(record: Record, point: Any = None) -> bool | None:
+    """Whether evaluation ``point`` (None: the model as trained) beat the trivial predictor on the primary split;
+    None when the record does not say (written before the check, not evaluated, or malformed)."""
+    part = record.get("learned")
+    if not isinstance(part, dict):
+        return None
+    if point is None:
+        found = part.get("learned")
+    else:
+        points, split = part.get("points"), part.get("split")
+        entry = points.get(str(point)) if isinstance(points, dict) else None
+        entry = entry.get(split) if isinstance(entry, dict) and isinstance(split, str) else None
+        found = entry.get("learned") if isinstance(entry, dict) else None
+    return found if isinstance(found, bool) else None
+
+
+def learned_detail(record: Record) -> str | None:
+    """The learned check's outcome in words (the run's line), or None."""
+    part = record.get("learned")
+    detail = part.get("detail") if isinstance(part, dict) else None
+    return detail if isinstance(detail, str) else None
 
 
 def report_hints(record: Record) -> ReportHints:

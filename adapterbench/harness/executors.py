@@ -188,7 +188,7 @@ class DevicePoolExecutor(Executor):
 
         for spec in specs:  # the loop settings alone (resolving the whole run would hash the model per spec)
             keys = VARIANTS.get(spec.variant).config_keys()
-            device = resolve_settings(spec.profile, split_overrides(spec.overrides, spec.variant, keys)[0]).device
+            device = resolve_settings(spec.profile, split_overrides(spec.overrides, spec.variant, keys)[0], spec.task).device
             if device not in ("auto", "cuda"):
                 raise UserError(f"--devices with device={device!r} is not allowed: each worker sees one GPU as "
                                 f"'cuda'; leave device at auto (or cuda), or drop --devices")

@@ -98,9 +98,10 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 
 
 def schedule_steps(n_train: int, settings: TrainSettings) -> tuple[int, int]:
-    """``(steps_per_epoch, total_steps)``: ceil(n / batch) per epoch, times epochs, capped by ``max_steps``."""
+    """``(steps_per_epoch, total_steps)``: ceil(n / batch) per epoch, times epochs (or ``train_steps`` when
+    set), capped by ``max_steps``."""
     steps_per_epoch = math.ceil(n_train / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
+    total_steps = settings.train_steps or steps_per_epoch * settings.epochs
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
     return steps_per_epoch, total_steps
@@ -134,7 +135,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
 
     watch.train_start(state)
     variant.on_train_start(state)
-    for epoch in range(settings.epochs):
+    for epoch in range(math.ceil(result.total_steps / max(1, result.steps_per_epoch))):
         if state.step >= result.total_steps:
             break
         state.epoch = epoch

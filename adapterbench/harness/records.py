@@ -158,6 +158,7 @@ class RecordError(ValueError):
 _PARTS: dict[str, type | tuple[type, ...]] = {
     "variant": dict, "task": dict, "model": dict, "training": dict, "metrics": dict, "measurements": dict,
     "history": list, "variant_info": dict, "environment": dict, "data": dict, "predictions": dict, "steps": dict,
+    "learned": dict,
     "error": (dict, type(None)), "created_at": str, "profile": str, "notes": list,
 }
 _TEXT, _OPTIONAL_TEXT = (str,), (str, type(None))

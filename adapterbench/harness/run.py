@@ -21,7 +21,9 @@ import torch
 
 from adapterbench.errors import UserError
 from adapterbench.harness.environment import environment
+from adapterbench.harness.head import start_at_mean
 from adapterbench.harness.latency import inference_overhead
+from adapterbench.harness.learning import learned_part
 from adapterbench.harness.loop import Diverged, autocast_factory, train_and_evaluate
 from adapterbench.harness.measure import count_parameters
 from adapterbench.harness.records import (
@@ -100,7 +102,7 @@ def resolve(spec: RunSpec) -> ResolvedRun:
     variant_cls = entry.load()
     train_over, variant_over = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
     build_config(variant_cls, variant_over)  # unknown keys raise here
-    settings = resolve_settings(spec.profile, train_over)
+    settings = resolve_settings(spec.profile, train_over, spec.task)
     device, precision = select_device(settings)
     return ResolvedRun(spec=spec, variant_cls=variant_cls, variant_overrides=variant_over, origin=entry.origin,
                        settings=settings,
@@ -118,7 +120,7 @@ def planned_settings(spec: RunSpec) -> TrainSettings:
     """
     variant_cls = VARIANTS.entry(spec.variant).load()
     train_over, _ = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
-    settings = resolve_settings(spec.profile, train_over)
+    settings = resolve_settings(spec.profile, train_over, spec.task)
     return replace(settings, lr=resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task))
 
 
@@ -282,6 +284,8 @@ def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float
     model, missing = _load(ref, task, tokenizer, device)
     record["model"]["model_type"] = getattr(model.config, "model_type", None)
     original_ids = {id(p) for p in model.parameters()}
+    if task.kind == "regression":
+        record["training"]["head_bias_init"] = start_at_mean(model, set(missing), [e["labels"] for e in train])
 
     seed_everything(spec.seed)  # the adapter's initialisation depends only on the seed
     arch = _arch_or_none(model)
@@ -308,6 +312,7 @@ def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float
                     "best_epoch": result.best.get("epoch")},
         "final": result.final, "best": result.best, "points": result.points,
     }
+    record["learned"] = learned_part(loop_task, train, result.predictions, result.references)
     record["variant_info"] = variant.describe(model)
     saving_start = time.perf_counter()
     record["predictions"] = write_predictions(Path(spec.out_dir), spec.run_id, eval_ids, result.references,

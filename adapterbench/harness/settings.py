@@ -33,6 +33,9 @@ class TrainSettings:
     # never sees the split that is reported.
     holdout_samples: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    # Train for exactly this many optimizer steps whatever the training split's size: as many epochs as that
+    # takes, the last one cut short (``epochs`` is then ignored). Budgets small tasks in steps, not epochs.
+    train_steps: int | None = None
     warmup_steps_excluded: int = 5  # steps left out of the steady throughput window
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
@@ -54,7 +57,7 @@ class TrainSettings:
             raise UserError(f"max_grad_norm={self.max_grad_norm} is not allowed; it must be a finite number > 0")
         if self.holdout_samples < 0:
             raise UserError(f"holdout_samples={self.holdout_samples} is not allowed; it must be >= 0")
-        for key in ("max_train_samples", "max_eval_samples", "max_steps"):
+        for key in ("max_train_samples", "max_eval_samples", "max_steps", "train_steps"):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise UserError(f"{key}={value} is not allowed; it must be a positive integer or omitted")
@@ -86,6 +89,9 @@ PROFILES: dict[str, TrainSettings] = {
                              max_eval_samples=500, warmup_steps_excluded=5),
     "standard": TrainSettings(epochs=3, batch_size=32, eval_batch_size=64, max_length=128),
 }
+
+# Per-task changes of a profile's settings (task name -> TrainSettings fields), applied before --set.
+PROFILE_TASK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {}
 
 # Per-profile learning rates: a profile whose budget differs from the papers' needs its own. A variant missing
 # here (a plugin, a peft:<method>) uses its default_lr; ``--set lr=...`` or ``--set <variant>.lr=...`` wins.
@@ -246,8 +252,18 @@ def applicable_overrides(overrides: dict[str, Any], variant_name: str, variant_k
     return {**train, **variant}
 
 
-def resolve_settings(profile: str, train_overrides: dict[str, Any]) -> TrainSettings:
+def task_profile_settings(profile: str, task: str | None) -> TrainSettings:
+    """The profile's settings with its per-task changes for ``task`` (:data:`PROFILE_TASK_SETTINGS`)."""
     base = profile_settings(profile)
+    return replace(base, **PROFILE_TASK_SETTINGS.get(profile, {}).get(task or "", {}))
+
+
+def resolve_settings(profile: str, train_overrides: dict[str, Any], task: str | None = None) -> TrainSettings:
+    """The profile's settings for ``task``, then the user's ``--set`` overrides. A user who sets ``epochs`` (and
+    not ``train_steps``) gets epochs: a step budget the profile set for the task is dropped."""
+    base = task_profile_settings(profile, task)
+    if "epochs" in train_overrides and "train_steps" not in train_overrides:
+        base = replace(base, train_steps=None)
     typed: dict[str, Any] = {}
     for f in fields(TrainSettings):
         if f.name in train_overrides:

@@ -142,8 +142,9 @@ def summary_line(record: schema.Record) -> str:
         metric += " (" + ", ".join(f"{point_label(p['point'], hints)}: {fmt_metric(p.get(key))}"
                                    for p in points) + ")"
     measurements = record.get("measurements", {})
-    return " | ".join([f"ok: {metric}"] + [f"{m.title} {fmt_measure(m.key, measurements.get(m.key))}"
-                                           for m in schema.SUMMARY_MEASURES])
+    learned = schema.learned_detail(record)  # "learned: ..." or "did not learn: ..."
+    costs = [f"{m.title} {fmt_measure(m.key, measurements.get(m.key))}" for m in schema.SUMMARY_MEASURES]
+    return " | ".join([f"ok: {metric}", *([learned] if learned else []), *costs])
 
 
 FORMATTERS = {
