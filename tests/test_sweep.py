@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import adapterbench.harness.run as run_module
+from adapterbench.harness.run import RunSpec
 from adapterbench.harness.matrix import expand
 from adapterbench.harness.records import iter_records, read_predictions
 from adapterbench.harness.sweep import (
@@ -74,6 +75,21 @@ def test_an_exact_tie_goes_to_the_lower_training_loss_then_the_earlier_grid_poin
     assert final_train_loss(rec(0.5, 0.61)) == 0.61 and final_train_loss(None) == float("inf")
 
 
+def test_a_choice_whose_grid_neighbour_did_not_learn_is_flagged():
+    from adapterbench.harness.sweep import selection_warning
+
+    def trial(lr, learned, status="ok"):
+        spec = RunSpec(variant="lora", task="sst2", model="m", seed=0, profile="smoke", tags={"grid_point": {"lr": lr}})
+        return spec, {"status": status, "learned": {"learned": learned}}
+
+    assert selection_warning([trial(1, True), trial(3, True), trial(10, True)], 1) is None
+    assert selection_warning([trial(1, True), trial(3, True), trial(10, False)], 1) == (
+        "the chosen setting's grid neighbour lr=10 did not learn")
+    assert "lr=1 and lr=10" in selection_warning([trial(1, True, "diverged"), trial(3, True), trial(10, False)], 1)
+    assert selection_warning([trial(1, False), trial(3, False)], 0).startswith("no trial learned")
+    assert selection_warning([trial(1, None), trial(3, True)], 1) is None  # older records: nothing said
+
+
 def test_data_fingerprint_is_part_of_the_run_identity(tmp_path):
     data = make_sst2(tmp_path / "d")
     before = expand(["lora"], ["sst2"], [0], "m", "smoke", {}, str(data), str(tmp_path / "o"))[0]
@@ -105,7 +121,7 @@ def test_sweep_selects_on_held_out_training_data_with_equal_budgets(tmp_path, ti
     monkeypatch.setattr(run_module, "encode_split", spy)
     monkeypatch.setattr(run_module, "_run", spying_run)
     code = run_sweep(["lora", "bitfit"], ["sst2"], {"lr": ["1x", "30x"]}, [0, 1], tiny_model_dir, "smoke",
-                     {"max_train_samples": 24}, str(data), str(out), holdout=8, isolate=False)
+                     {"max_train_samples": 40}, str(data), str(out), holdout=8, isolate=False)
     assert code == 0
     # Trials never read the reported (dev) split; finals do.
     assert {split for split, holdout in read_splits if holdout} == {"train"}
@@ -119,14 +135,17 @@ def test_sweep_selects_on_held_out_training_data_with_equal_budgets(tmp_path, ti
     for record in trials.values():
         assert record["tags"]["role"] == "trial" and record["metrics"]["primary"]["split"] == "train_holdout"
         assert record["training"]["eval_examples"] == {"train_holdout": 8}
-        assert record["training"]["train_examples"] == 24
+        assert record["training"]["train_examples"] == 32  # 40 minus the 8 held out
     for variant, info in summary["tasks"]["sst2"]["variants"].items():
         assert len(info["trials"]) == 2
         values = [t["value"] for t in info["trials"]]
-        best = info["trials"][values.index(max(values))]["setting"]
-        assert info["chosen"] == best, variant
+        best = [t["setting"] for t in info["trials"] if t["value"] == max(values)]  # ties: the lower loss
+        assert info["chosen"] in best, variant
     finals = [r for _, r in iter_records([out / "final"])]
     assert len(finals) == 4 and {r["seed"] for r in finals} == {0, 1}
+    # the held-out examples leave the trials' data, not their budget: trials train as many steps as the finals
+    assert {r["training"]["total_steps"] for r in finals} == steps == {5}
+    assert all("warning" in info for info in summary["tasks"]["sst2"]["variants"].values())
     for record in finals:
         chosen = summary["tasks"]["sst2"]["variants"][record["variant"]["name"]]["chosen"]
         assert record["training"]["lr"] == pytest.approx(chosen["lr"])
@@ -139,7 +158,7 @@ def test_sweep_selects_on_held_out_training_data_with_equal_budgets(tmp_path, ti
     first_trial.unlink()
     read_splits.clear()
     assert run_sweep(["lora", "bitfit"], ["sst2"], {"lr": ["1x", "30x"]}, [0, 1], tiny_model_dir, "smoke",
-                     {"max_train_samples": 24}, str(data), str(out), holdout=8, isolate=False) == 0
+                     {"max_train_samples": 40}, str(data), str(out), holdout=8, isolate=False) == 0
     assert [s for s, _ in read_splits] == ["train"]  # one trial rerun, no final rerun
     assert first_trial.exists()
 

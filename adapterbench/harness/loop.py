@@ -111,15 +111,18 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
                        evals: dict[str, list[dict[str, Any]]], settings: TrainSettings, lr: float, seed: int,
                        device: torch.device, precision: str, pad_token_id: int,
                        progress: Callable[[int, int, float], None] | None = None,
-                       observers: list[Observer] | None = None) -> LoopResult:
+                       observers: list[Observer] | None = None, budget_examples: int | None = None) -> LoopResult:
     """Train ``model`` (already prepared by ``variant.apply``) and evaluate it; returns metrics and timings.
 
     ``observers`` (an experiment tracker, say) are added to the measurements every run records (throughput,
-    memory, state bytes, step log); they see every event and change nothing.
+    memory, state bytes, step log); they see every event and change nothing. ``budget_examples``: the number of
+    training examples the step budget is computed from when it is not ``len(train)`` (a sweep trial, whose
+    held-out examples leave the data but not the budget, so that it trains as many steps as its final).
     """
     result = LoopResult()
     autocast = autocast_factory(device, precision)
-    result.steps_per_epoch, result.total_steps = schedule_steps(len(train), settings)
+    result.steps_per_epoch = schedule_steps(len(train), settings)[0]
+    result.total_steps = schedule_steps(budget_examples or len(train), settings)[1]
     variant.validate_schedule(result.total_steps)
 
     optimizer = torch.optim.AdamW(variant.param_groups(model, lr, settings.weight_decay), lr=lr)
@@ -164,12 +167,7 @@ def train_and_evaluate(model: nn.Module, variant: Variant, task: TaskSpec, train
         result.predictions[point_key(point)] = predictions
 
     result.step_losses, result.step_times = steps.losses, steps.times
-    result.measurements = watch.measurements()
-    throughput = next(o for o in watch.observers if isinstance(o, Throughput))
-    n_eval = sum(len(v) for v in evals.values())
-    result.measurements["time/eval_s"] = throughput.eval_s
-    result.measurements["throughput/eval_samples_per_s"] = (
-        n_eval * throughput.evaluations / throughput.eval_s if throughput.eval_s else None)
+    result.measurements = watch.measurements()  # the throughput observer's include the evaluation figures
     return result
 
 
@@ -220,12 +218,6 @@ def train_epoch(model: nn.Module, variant: Variant, state: TrainState, optimizer
     return losses
 
 
-def watch_train_s(watch: Observers) -> float:
-    """Training wall time so far (the history's ``time_s``), read from the throughput observer."""
-    throughput = next(o for o in watch.observers if isinstance(o, Throughput))
-    return throughput.train_s
-
-
 def best_epoch(history: list[dict[str, Any]], task: TaskSpec, splits: tuple[str, ...]) -> dict[str, Any]:
     """The epoch with the best primary metric (direction-aware): ``{"epoch", "<split>/<metric>": ...}``.
 
@@ -272,12 +264,6 @@ def score(task: TaskSpec, predictions: list[Any], references: list[Any]) -> dict
     if task.kind != "token_classification":
         return {k: float(v) for k, v in compute_metrics(task, np.asarray(predictions), np.asarray(references)).items()}
     return {k: float(v) for k, v in compute_metrics(task, predictions, references).items()}
-
-
-def evaluate(model: nn.Module, task: TaskSpec, examples: list[dict[str, Any]], settings: TrainSettings,
-             device: torch.device, autocast: Any, pad_token_id: int) -> dict[str, float]:
-    """Task metrics of ``model`` on ``examples``."""
-    return score(task, *predict(model, task, examples, settings, device, autocast, pad_token_id))
 
 
 def predict(model: nn.Module, task: TaskSpec, examples: list[dict[str, Any]], settings: TrainSettings,

@@ -295,8 +295,11 @@ def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float
     measurements.update(count_parameters(model, original_ids, set(missing)))
 
     measurements["time/setup_s"] = time.perf_counter() - started  # resolve, tokenize, load, adapt
+    # A sweep trial trains as many steps as its final: the held-out examples leave the data, not the budget.
+    budget = min(len(train_all), settings.max_train_samples or len(train_all))
     result = train_and_evaluate(model, variant, loop_task, train, evals, settings, run.lr, spec.seed, device,
-                                precision, tokenizer.pad_token_id, progress, observers=observers)
+                                precision, tokenizer.pad_token_id, progress, observers=observers,
+                                budget_examples=budget)
     measurements.update(result.measurements)
     record["training"].update(total_steps=result.total_steps, steps_per_epoch=result.steps_per_epoch)
     record["history"] = result.history

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,7 +33,7 @@ from adapterbench.harness.matrix import expand, preflight, run_matrix
 from adapterbench.harness.records import read_record, record_path, write_record
 from adapterbench.harness.run import HOLDOUT_SPLIT, RunSpec
 from adapterbench.harness.settings import TRAIN_KEYS, TrainSettings, parse_value, resolve_lr
-from adapterbench.schema import TRAIN_LOSS
+from adapterbench.schema import TRAIN_LOSS, learned_at
 from adapterbench.tasks import get_task
 from adapterbench.variants import VARIANTS
 
@@ -133,6 +134,25 @@ def select(trials: list[tuple[RunSpec, dict[str, Any] | None]], greater_is_bette
     return trials[min(range(len(trials)), key=key)]
 
 
+def selection_warning(trials: list[tuple[RunSpec, dict[str, Any] | None]], chosen: int) -> str | None:
+    """Words when the chosen trial rests on a grid where learning is fragile: it did not learn itself, or a grid
+    neighbour of it (the trials next to it in grid order) did not (records' ``learned``; older records say
+    nothing). A rate whose neighbour fails is at the edge of where the variant learns, and its seeds may not."""
+    def learned(i: int) -> bool | None:
+        record = trials[i][1]
+        if not record or record.get("status") != "ok":
+            return False
+        return learned_at(record)
+
+    if learned(chosen) is False:
+        return "no trial learned: the chosen setting answers like the trivial predictor"
+    failed = [_setting(trials[i][0].tags["grid_point"]) for i in (chosen - 1, chosen + 1)
+              if 0 <= i < len(trials) and learned(i) is False]
+    if failed:
+        return f"the chosen setting's grid neighbour {' and '.join(failed)} did not learn"
+    return None
+
+
 def final_overrides(variant: str, chosen: dict[str, Any], profile: str, task: str | None = None) -> dict[str, Any]:
     """The overrides of a final run: the chosen setting, minus a learning rate the profile already gives.
 
@@ -177,6 +197,10 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
                                       out_dir, holdout, trial_seed, final_out)
     write_record(out_dir / "sweep.json", summary)
     (out_dir / "sweep.md").write_text(sweep_markdown(summary))
+    for task_name, task in summary["tasks"].items():
+        for variant, info in task["variants"].items():
+            if info.get("warning"):
+                print(f"sweep: {task_name} / {variant}: {info['warning']}", file=stream or sys.stdout, flush=True)
     if trials_only:
         return 0
     preflight(finals)
@@ -205,9 +229,11 @@ def select_and_plan(trials: list[RunSpec], variants: list[str], tasks: list[str]
             chosen = resolve_point(chosen_spec.tags["grid_point"], VARIANTS.get(variant).default_lr)
             summary["tasks"][task_name]["variants"][variant] = {
                 "chosen": chosen,
+                "warning": selection_warning(results, mine.index(chosen_spec)),
                 "trials": [{"setting": resolve_point(s.tags["grid_point"], VARIANTS.get(variant).default_lr),
                             "run_id": s.run_id, "status": (r or {}).get("status"),
                             "value": (r or {}).get("metrics", {}).get("primary", {}).get("value"),
+                            "learned": learned_at(r) if r else None,
                             "total_steps": (r or {}).get("training", {}).get("total_steps")} for s, r in results],
             }
             for spec in expand([variant], [task_name], seeds, model, profile,
@@ -236,18 +262,25 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
                  f"{summary['holdout_examples']} examples held out of the training split (`{HOLDOUT_SPLIT}`); "
                  f"the chosen setting was then rerun on seeds {summary['seeds']} and evaluated on the dev split "
                  f"(records in `{summary.get('finals', 'final/')}`). The best held-out value wins; an exact tie goes "
-                 f"to the lower final training loss, then to the earlier grid point.", ""]
+                 f"to the lower final training loss, then to the earlier grid point. A trial marked ✗ did not "
+                 f"beat the task's trivial predictor (majority class, training mean, all 'O'); a choice whose "
+                 f"grid neighbour did not learn is flagged ⚠.", ""]
     for task_name, task in summary["tasks"].items():
         lines += [f"## {task_name} (held-out {task['metric']}, "
                   f"{'higher' if task['greater_is_better'] else 'lower'} is better)", "",
                   "| variant | chosen | trials (setting: held-out value) |", "|---|---|---|"]
         for variant, info in task["variants"].items():
-            trials = "; ".join(f"{_setting(t['setting'])}: "
-                               f"{t['value']:.4f}" if t["value"] is not None else f"{_setting(t['setting'])}: "
-                               f"{t['status'] or 'missing'}" for t in info["trials"])
-            lines.append(f"| {variant} | {_setting(info['chosen'])} | {trials} |")
+            trials = "; ".join(f"{_setting(t['setting'])}: {_trial_text(t)}" for t in info["trials"])
+            warning = f" ⚠ {info['warning']}" if info.get("warning") else ""
+            lines.append(f"| {variant} | {_setting(info['chosen'])}{warning} | {trials} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _trial_text(trial: dict[str, Any]) -> str:
+    if trial["value"] is None:
+        return trial["status"] or "missing"
+    return f"{trial['value']:.4f}" + (" ✗" if trial.get("learned") is False else "")
 
 
 def _setting(setting: dict[str, Any]) -> str:
