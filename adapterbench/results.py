@@ -43,7 +43,7 @@ GROUP_COLUMNS = ("task", "task_version", "model", "weights_sha256", "profile", "
 IDENTITY_TRAINING_KEYS = ("lr", "epochs", "batch_size", "max_length", "warmup_ratio", "weight_decay",
                           "max_grad_norm", "max_train_samples", "max_eval_samples", "max_steps", "precision",
                           "device", "eval_batch_size", "warmup_steps_excluded", "latency_batches",
-                          "holdout_samples", "train_steps")
+                          "holdout_samples", "train_steps", "eval_holdout")
 
 # name -> (dtype, meaning). The families "<split>/<metric>", measurement keys, "config.*", "training.*" and
 # "env.*" follow these.
@@ -110,7 +110,7 @@ def config_settings(record: schema.Record) -> dict[str, Any]:
     settings = dict(record.get("variant", {}).get("config") or {})
     training = record.get("training", {})
     for key in IDENTITY_TRAINING_KEYS:
-        if key in training and not (key == "train_steps" and training[key] is None):  # older records lack it
+        if key in training and not (key in ("train_steps", "eval_holdout") and not training[key]):  # newer keys
             value = training[key]
             if key == "device" and isinstance(value, str) and value.startswith("cuda"):
                 value = "cuda"  # cuda and cuda:1 are the same kind of device

@@ -82,6 +82,7 @@ class TrainingPart(TypedDict, total=False):
     max_eval_samples: int | None
     max_steps: int | None
     holdout_samples: int  # a sweep trial's held-out training examples (its only evaluated split)
+    eval_holdout: int  # held-out training examples evaluated as the primary split, besides the eval splits
     warmup_steps_excluded: int
     precision: str  # "fp32" | "bf16"
     device: str  # "cpu" | "cuda" | "cuda:N"

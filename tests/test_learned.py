@@ -175,3 +175,18 @@ def test_train_steps_sets_the_schedule_and_epochs_drop_a_profile_step_budget(mon
     assert resolve_settings("quick", {}, "sst2").train_steps is None
     assert resolve_settings("quick", {"epochs": 3}, "rte").train_steps is None
     assert resolve_settings("quick", {"epochs": 3, "train_steps": 50}, "rte").train_steps == 50
+
+
+def test_eval_holdout_evaluates_a_held_out_training_slice_first_and_the_dev_split_too(tmp_path, sst2_data):
+    record = _run(tmp_path, "sst2", sst2_data, {"max_train_samples": 64, "max_eval_samples": 25, "epochs": 1,
+                                                "lr": 0.1, "eval_holdout": 16})
+    assert record["metrics"]["primary"]["split"] == "train_holdout"
+    assert record["training"]["eval_examples"] == {"train_holdout": 16, "validation": 25}
+    assert record["training"]["train_examples"] == 64 - 16  # the slice is never trained on
+    assert set(record["learned"]["points"]["final"]) == {"train_holdout", "validation"}
+    assert record["learned"]["split"] == "train_holdout"
+    from adapterbench.errors import UserError
+    from adapterbench.harness.settings import TrainSettings
+
+    with pytest.raises(UserError, match="eval_holdout=8 is not allowed with holdout_samples=8"):
+        TrainSettings(eval_holdout=8, holdout_samples=8).validate()

@@ -72,9 +72,11 @@ def preflight(specs: list[RunSpec]) -> None:
         variant, settings = _named(spec, run.new_variant), run.settings
         n_train = train_sizes[spec.task]
         if n_train is not None:
-            available = n_train - settings.holdout_samples
+            held = settings.holdout_samples or settings.eval_holdout
+            available = n_train - held
             if available < 1:
-                raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples for task "
+                key = "holdout_samples" if settings.holdout_samples else "eval_holdout"
+                raise UserError(f"{key}={held} leaves no training examples for task "
                                 f"{spec.task!r} (its training split has {n_train})")
             n = min(available, settings.max_train_samples or available)
             variant.validate_schedule(schedule_steps(n, settings)[1])

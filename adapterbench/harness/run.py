@@ -93,8 +93,13 @@ class ResolvedRun:
 
     @property
     def loop_task(self) -> TaskSpec:
-        """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one."""
-        return self.task.derive(eval_splits=(HOLDOUT_SPLIT,)) if self.settings.holdout_samples else self.task
+        """The task as the loop sees it: with ``holdout_samples`` the only evaluated split is the held-out one;
+        with ``eval_holdout`` the held-out one comes first (the primary split), then the task's own."""
+        if self.settings.holdout_samples:
+            return self.task.derive(eval_splits=(HOLDOUT_SPLIT,))
+        if self.settings.eval_holdout:
+            return self.task.derive(eval_splits=(HOLDOUT_SPLIT, *self.task.eval_splits))
+        return self.task
 
 
 def resolve(spec: RunSpec) -> ResolvedRun:
@@ -170,9 +175,11 @@ def split_train(n: int, settings: TrainSettings) -> tuple[list[int], list[int]]:
     The held-out examples are a fixed subset drawn first (its own salt, so it does not move when
     ``max_train_samples`` changes); the training subset is then drawn from the rest.
     """
-    held = subset_ids(n, settings.holdout_samples, salt="holdout") if settings.holdout_samples else []
+    size = settings.holdout_samples or settings.eval_holdout
+    held = subset_ids(n, size, salt="holdout") if size else []
     if len(held) >= n:
-        raise UserError(f"holdout_samples={settings.holdout_samples} leaves no training examples "
+        key = "holdout_samples" if settings.holdout_samples else "eval_holdout"
+        raise UserError(f"{key}={size} leaves no training examples "
                         f"(the training split has {n}); give a smaller number")
     held_set = set(held)
     rest = [i for i in range(n) if i not in held_set]
@@ -278,6 +285,9 @@ def _run(run: ResolvedRun, record: dict[str, Any], progress: Any, started: float
             examples = encode_split(task, split, tokenizer, settings.max_length, data_dir)
             eval_ids[split] = subset_ids(len(examples), settings.max_eval_samples)
             evals[split] = [examples[i] for i in eval_ids[split]]
+        if settings.eval_holdout:  # the primary split first: the loop's task lists it first
+            eval_ids = {HOLDOUT_SPLIT: held_ids, **eval_ids}
+            evals = {HOLDOUT_SPLIT: [train_all[i] for i in held_ids], **evals}
     loop_task = run.loop_task
     record["training"].update(train_examples=len(train), eval_examples={k: len(v) for k, v in evals.items()})
 

@@ -32,6 +32,10 @@ class TrainSettings:
     # the rest and evaluate on them instead of the eval splits. The sweep selects on this split, so selection
     # never sees the split that is reported.
     holdout_samples: int = 0
+    # > 0: hold this many examples out of the training split (the same fixed subset as holdout_samples draws)
+    # and evaluate on them as the primary split, besides the task's eval splits. More evaluation examples than a
+    # dev split has: the nightly's regression test gets its power here. Exclusive with holdout_samples.
+    eval_holdout: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
     # Train for exactly this many optimizer steps whatever the training split's size: as many epochs as that
     # takes, the last one cut short (``epochs`` is then ignored). Budgets small tasks in steps, not epochs.
@@ -55,8 +59,12 @@ class TrainSettings:
             raise UserError(f"weight_decay={self.weight_decay} is not allowed; it must be a finite number >= 0")
         if not (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)):
             raise UserError(f"max_grad_norm={self.max_grad_norm} is not allowed; it must be a finite number > 0")
-        if self.holdout_samples < 0:
-            raise UserError(f"holdout_samples={self.holdout_samples} is not allowed; it must be >= 0")
+        for key in ("holdout_samples", "eval_holdout"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key}={getattr(self, key)} is not allowed; it must be >= 0")
+        if self.holdout_samples and self.eval_holdout:
+            raise UserError(f"eval_holdout={self.eval_holdout} is not allowed with holdout_samples="
+                            f"{self.holdout_samples}; a run holds out one slice (set one of the two)")
         for key in ("max_train_samples", "max_eval_samples", "max_steps", "train_steps"):
             value = getattr(self, key)
             if value is not None and value <= 0:
