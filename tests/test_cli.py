@@ -25,6 +25,18 @@ needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "glue").is_dir(),
 TASK_FILE = Path(__file__).parent / "data" / "tasks" / "sentiment.toml"
 
 
+
+def _head_commit() -> str | None:
+    """HEAD of the checkout the package was imported from, asked of git directly (None when not a git checkout)."""
+    import adapterbench
+
+    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(adapterbench.__file__).resolve().parents[1],
+                           capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+EXPECTED_COMMIT = _head_commit()
+
 def bench(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "ADAPTERBENCH_PROGRESS": "0"}
     return subprocess.run([sys.executable, "-m", "adapterbench.cli", *args], cwd=cwd, capture_output=True,
@@ -210,7 +222,7 @@ def test_end_to_end_on_real_minilm_and_real_data(tmp_path):
     for r in records:
         assert r["status"] == "ok"
         assert r["model"]["weights_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-        assert r["environment"]["git_commit"] is None or len(r["environment"]["git_commit"]) == 40
+        assert r["environment"]["git_commit"] == EXPECTED_COMMIT  # the checkout's HEAD (None outside git)
         if r["task"]["name"] == "conll2003":
             assert {"validation/f1", "test/f1"} <= set(r["metrics"]["final"])
         if r["variant"]["name"] == "lora":

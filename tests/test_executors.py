@@ -124,7 +124,8 @@ def test_bench_run_hands_its_first_run_to_the_worker_it_started_before_the_prefl
     assert [path is None for path, _ in started] == [True, False]
     assert all(worker.process.returncode == 0 for _, worker in started)
     by_seed = {r["seed"]: r["measurements"] for r in records(out).values()}
-    assert by_seed[0]["time/worker_wait_s"] >= 0 and by_seed[1]["time/worker_wait_s"] >= 0
+    # the worker started ahead waited (imports done) while the preflight ran: a wait, and not part of its run
+    assert by_seed[0]["time/worker_wait_s"] > 0
     for m in by_seed.values():  # the wait is no part of the run's process time, which still holds the run
         assert m["time/process_s"] > m["time/wall_s"] > 0
 
