@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import adapterbench.harness.run as run_module
-from adapterbench.harness.run import RunSpec
 from adapterbench.harness.matrix import expand
 from adapterbench.harness.records import iter_records, read_predictions
+from adapterbench.harness.run import RunSpec
 from adapterbench.harness.sweep import (
     final_train_loss,
     grid_points,
