@@ -151,6 +151,7 @@ class LearnedPart(TypedDict, total=False):  # v2: adapterbench.harness.learning.
     trivial: str
     alpha: float
     points: dict[str, dict[str, LearnedCheckPart]]  # point key ("final", "4", ...) -> split -> outcome
+    backfilled: str  # set when the check was computed later from the record's sidecar and data (a date)
 
 
 class Steps(TypedDict, total=False):  # v2

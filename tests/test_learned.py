@@ -190,3 +190,18 @@ def test_eval_holdout_evaluates_a_held_out_training_slice_first_and_the_dev_spli
 
     with pytest.raises(UserError, match="eval_holdout=8 is not allowed with holdout_samples=8"):
         TrainSettings(eval_holdout=8, holdout_samples=8).validate()
+
+
+def test_backfill_reproduces_the_check_the_run_made(tmp_path, sst2_data):
+    """A record's learned part, computed again later from its sidecar and its data, is the one the run wrote."""
+    from adapterbench.harness.learning import backfill
+    from adapterbench.harness.records import read_predictions, record_path
+    from adapterbench.tasks import get_task
+
+    for lr in (1e-12, 0.1):
+        record = _run(tmp_path, "sst2", sst2_data, {"max_train_samples": 40, "max_eval_samples": 25, "epochs": 2,
+                                                    "lr": lr})
+        sidecar = read_predictions(record_path(tmp_path / "out", record["run_id"]), record)
+        again = backfill(record, sidecar, get_task("sst2"), str(sst2_data), "2026-12-03")
+        assert again.pop("backfilled") == "2026-12-03"
+        assert again == record["learned"]

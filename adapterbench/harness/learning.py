@@ -40,3 +40,46 @@ def learned_part(task: TaskSpec, train: Sequence[dict[str, Any]], predictions: d
     primary = points.get("final", {}).get(split or "", {})
     return {"learned": primary.get("learned"), "split": split, "detail": primary.get("detail"),
             "trivial": trivial.description, "alpha": alpha, "points": points}
+
+
+def source_train_labels(task: TaskSpec, record_training: dict[str, Any], data_dir: str | None) -> list[Any]:
+    """The training labels a recorded run trained on, read again from the data (no tokenizer: labels only).
+
+    The subset is the one :func:`adapterbench.harness.run.split_train` draws from the record's own settings, so a
+    record written before the learned check can be checked against the same trivial predictor
+    (:func:`backfill`). Token tasks: every word's tag (a run truncated at ``max_length`` saw a few fewer).
+    """
+    from adapterbench.harness.run import split_train
+    from adapterbench.harness.settings import TRAIN_KEYS, TrainSettings
+    from adapterbench.tasks.data import load_examples
+
+    examples = load_examples(task, task.train_split, data_dir)
+    settings = TrainSettings(**{k: v for k, v in record_training.items() if k in TRAIN_KEYS and k != "device"})
+    ids, _ = split_train(len(examples), settings)
+    index = {label: i for i, label in enumerate(task.labels or ())}
+    rows = [examples[i][task.label_field] for i in ids]
+    if task.kind == "regression":
+        return [float(v) for v in rows]
+    if task.kind == "token_classification":
+        return [[index[tag] for tag in tags] for tags in rows]
+    return [index[v] for v in rows]
+
+
+def backfill(record: dict[str, Any], sidecar: dict[str, Any], task: TaskSpec, data_dir: str | None,
+             when: str) -> LearnedPart:
+    """The ``learned`` part of a record written before the check, from its predictions sidecar and its data;
+    marked ``backfilled`` with the date (the run itself is not repeated)."""
+    splits = sidecar.get("splits") or {}
+    predictions: dict[str, dict[str, list[Any]]] = {}
+    for split, part in splits.items():
+        for point, values in (part.get("predictions") or {}).items():
+            predictions.setdefault(point, {})[split] = values
+    references = {split: part.get("references") or [] for split, part in splits.items()}
+    if "train_holdout" in splits:
+        task = task.derive(eval_splits=tuple(splits))
+    train = [{"labels": labels} for labels in source_train_labels(task, record.get("training") or {}, data_dir)]
+    if task.kind == "token_classification":
+        train = [{"labels": [int(t) for t in e["labels"]]} for e in train]
+    part = learned_part(task, train, predictions, references)
+    part["backfilled"] = when
+    return part
