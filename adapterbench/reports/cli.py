@@ -28,7 +28,7 @@ from pathlib import Path
 
 from adapterbench.errors import UserError
 
-DEFAULT_RESULTS = "results"
+DEFAULT_RESULTS = "runs"  # where `bench run` writes by default (adapterbench.cli.DEFAULT_OUT)
 
 
 def _names(values: list[str] | None) -> list[str]:
@@ -137,6 +137,11 @@ def export_command(args: argparse.Namespace) -> int:
     from adapterbench.results import export
 
     paths = args.results or [DEFAULT_RESULTS]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {args.out!r} is a file; give a folder for the runs, points and history tables")
+    if any(p.exists() and not p.is_dir() for p in out.absolute().parents):
+        raise UserError(f"--out {args.out!r} cannot be created: a folder above it is a file")
     _, skipped = load_records(paths)  # a missing path or no record at all: a one-line error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped files are printed below, once
