@@ -289,28 +289,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_answer(specs: list[Any]) -> None:
     from adapterbench.harness.records import record_path
+    from adapterbench.reports.cli import report_hint
     from adapterbench.reports.terminal import answer_text
 
     text = answer_text([record_path(Path(spec.out_dir), spec.run_id) for spec in specs])
     if text:
         print(f"\n{text}\n\nevery table and chart: {report_hint(specs)}", flush=True)
-
-
-def report_hint(specs: list[Any]) -> str:
-    """The ``bench report`` command for a matrix's records; filtered to its tasks and variants when its folder
-    holds other records too (a shared folder of hundreds would otherwise be reported, for minutes, with it)."""
-    from adapterbench.harness.matrix import task_label
-    from adapterbench.harness.records import record_files
-
-    out = specs[0].out_dir
-    ours = {f"{spec.run_id}.json" for spec in specs}
-    others = sum(p.name not in ours for p in record_files(Path(out))) if Path(out).is_dir() else 0
-    command = f"bench report {out} --out reports/{Path(out).name}"
-    if others:
-        tasks = ",".join(dict.fromkeys(task_label(spec.task) for spec in specs))
-        variants = ",".join(dict.fromkeys(spec.variant for spec in specs))
-        command += f" --task {tasks} --variant {variants}  # {out}/ holds {others} other record(s)"
-    return command
 
 
 @contextlib.contextmanager

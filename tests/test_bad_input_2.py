@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 
 from adapterbench.cli import main
-from tests.test_bad_input import Env, assert_bad_input, env, pristine_model, snapshot  # noqa: F401 - fixtures
+from tests import test_bad_input as battery
+from tests.test_bad_input import Env, assert_bad_input, snapshot
 
-MAX_INT = 2**31 - 1
+env, pristine_model = battery.env, battery.pristine_model  # the first battery's fixtures, shared
 
 
 def tree(*folders: Path) -> dict[str, bytes]:
@@ -368,8 +369,8 @@ def test_the_default_output_folder_is_runs(env: Env, capsys, monkeypatch, tmp_pa
 
 
 def test_the_report_hint_is_filtered_in_a_shared_folder(env: Env):
-    from adapterbench.cli import report_hint
     from adapterbench.harness.matrix import expand
+    from adapterbench.reports.cli import report_hint
 
     specs = expand(["head", "full"], [str(env.task)], [0], str(env.model), "smoke", {}, None, str(env.out))
     assert report_hint(specs) == (f"bench report {env.out} --out reports/out --task t --variant head,full  "

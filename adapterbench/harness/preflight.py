@@ -6,9 +6,14 @@ run at the end. :func:`preflight` checks, in order from cheapest to dearest:
 1. seeds (``0 .. 2**32 - 1``: NumPy's seed range, which the harness seeds with every run seed);
 2. the output folder: not a file, not under a file, creatable, writable (a file is created and deleted there),
    its ``checkpoints/``, ``predictions/``, ``superseded/`` and ``.claims/`` entries folders when present;
-3. the data folder, every model (weights' hash, safetensors header, tokenizer; a hub id when offline) and every
-   task's splits (read and parsed in full: a bad line anywhere is reported now);
-4. every run's settings (loop settings, variant Config, device, the variant's schedule check);
+3. the data folder, every model (weights' hash; every weights file it will read: safetensors headers, each shard
+   an index names, a pickled ``pytorch_model.bin`` opened with ``weights_only``; tokenizer; a hub id when offline)
+   and every task's splits (read and parsed in full: a bad line anywhere is reported now; hub data when the hub
+   cannot be reached and the dataset is not cached);
+4. every run's settings (loop settings, variant Config, device, the variant's schedule check; at most
+   :data:`MAX_TOTAL_STEPS` optimizer steps) and what only the model's config can tell
+   (:func:`~adapterbench.models.check_fit`: ``max_length`` against the position table, a checkpoint's task head
+   against the task's labels);
 5. every variant applied to the model's structure on the meta device (targets that match nothing, unsupported
    architectures), which also counts the trainable parameters that each checkpoint will hold;
 6. free disk space against that estimate.

@@ -25,6 +25,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from adapterbench.errors import UserError
 
@@ -150,3 +151,20 @@ def export_command(args: argparse.Namespace) -> int:
         print(f"skipped {line}")
     print(f"wrote {', '.join(str(p) for p in written)} ({len(skipped)} file(s) skipped)")
     return 0
+
+
+def report_hint(specs: list[Any]) -> str:
+    """The ``bench report`` command for a matrix's records; filtered to its tasks and variants when its folder
+    holds other records too (a shared folder of hundreds would otherwise be reported, for minutes, with it)."""
+    from adapterbench.harness.matrix import task_label
+    from adapterbench.harness.records import record_files
+
+    out = specs[0].out_dir
+    ours = {f"{spec.run_id}.json" for spec in specs}
+    others = sum(p.name not in ours for p in record_files(Path(out))) if Path(out).is_dir() else 0
+    command = f"bench report {out} --out reports/{Path(out).name}"
+    if others:
+        tasks = ",".join(dict.fromkeys(task_label(spec.task) for spec in specs))
+        variants = ",".join(dict.fromkeys(spec.variant for spec in specs))
+        command += f" --task {tasks} --variant {variants}  # {out}/ holds {others} other record(s)"
+    return command
