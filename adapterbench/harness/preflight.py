@@ -8,8 +8,8 @@ run at the end. :func:`preflight` checks, in order from cheapest to dearest:
    its ``checkpoints/``, ``predictions/``, ``superseded/`` and ``.claims/`` entries folders when present;
 3. the data folder, every model (weights' hash; every weights file it will read: safetensors headers, each shard
    an index names, a pickled ``pytorch_model.bin`` opened with ``weights_only``; tokenizer; a hub id when offline)
-   and every task's splits (read and parsed in full: a bad line anywhere is reported now; hub data when the hub
-   cannot be reached and the dataset is not cached);
+   and every task's splits (read and parsed in full: a bad line anywhere is reported now; hub data is checked
+   after step 5, refused when the hub cannot be reached and the dataset is not cached);
 4. every run's settings (loop settings, variant Config, device, the variant's schedule check; at most
    :data:`MAX_TOTAL_STEPS` optimizer steps) and what only the model's config can tell
    (:func:`~adapterbench.models.check_fit`: ``max_length`` against the position table, a checkpoint's task head
@@ -63,10 +63,11 @@ def preflight(specs: list[RunSpec]) -> None:
         check_available(ref)
         check_files(ref)
     train_sizes: dict[str, int | None] = {}
+    hub_tasks: list[Any] = []
     for task_name in dict.fromkeys(s.task for s in specs):
         task = get_task(task_name)
         if data_dir is None and not os.environ.get("ADAPTERBENCH_DATA_DIR") and _all_relative(task):
-            check_hub(task)  # offline and not cached: one line now, not 30 s of retries per run
+            hub_tasks.append(task)
             train_sizes[task_name] = None  # hub data: sizes known only once downloaded
             continue
         directory = Path(data_dir) if data_dir else None
@@ -104,6 +105,8 @@ def preflight(specs: list[RunSpec]) -> None:
             trainable[key] = dry_apply(run, refs[spec.model])
         checkpoint = 4 * (trainable[key] or 0) if settings.save_checkpoint else 0  # fp32 tensors
         needed[spec.out_dir] = needed.get(spec.out_dir, 0) + RECORD_BYTES + checkpoint
+    for task in hub_tasks:  # after the settings (cheap); a hub that cannot be reached costs up to a timeout
+        check_hub(task)  # offline and not cached: one line now, not 30 s of retries and a failed record per run
     for out, bytes_needed in needed.items():
         check_free_space(out, bytes_needed)
 

@@ -148,6 +148,8 @@ def main() -> int:
     parent = os.environ.get("ADAPTERBENCH_PARENT_PID")
     die_with_parent(int(parent) if parent and parent.isdigit() else None)
 
+    kept: list[str] = []
+    quiet_warnings(kept)  # from here on, including the imports: into the record's notes, not the terminal
     import transformers
     from tqdm import tqdm
 
@@ -160,8 +162,6 @@ def main() -> int:
     from adapterbench.harness.records import write_record
     from adapterbench.harness.run import RunSpec, execute
 
-    kept: list[str] = []
-    quiet_warnings(kept)
     ready = time.perf_counter()
     text = sys.stdin.read()
     waited = time.perf_counter() - ready
