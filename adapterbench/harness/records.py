@@ -4,8 +4,10 @@ settings).
 The record's shape, its measurement keys and its schema versions are typed and documented once, in
 :mod:`adapterbench.schema`. Records are written atomically (temporary file + rename) and never silently
 overwritten: a record that is replaced (``--force``, or a rerun of a failed run) is first moved to
-``<out>/superseded/``. Reading (:func:`scan_records`) validates every file (:func:`parse`) and migrates it to
-the current schema version; a file that is not a readable record is skipped with a one-line reason.
+``<out>/superseded/``. Files get the mode the umask gives (a shared results folder stays readable). Reading
+(:func:`scan_records`) validates every file (:func:`parse`) and migrates it to the current schema version; a file
+that is not a readable record is skipped with a one-line reason. Prediction sidecars are read through
+:func:`read_predictions` only, which checks them against the sha256 their record holds.
 """
 
 from __future__ import annotations

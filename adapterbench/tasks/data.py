@@ -12,8 +12,9 @@ Where the examples come from:
 * otherwise the hub, through ``datasets.load_dataset(hub.path, hub.name, split=...)``.
 
 Every problem with the data is a one-line :class:`UserError` naming the file (and line) and the bad value: a
-missing folder or file, a malformed line, a label outside the task's label set, an empty split, bytes that are not
-valid in the declared encoding, an over-long CSV field. Messages never quote a line of the file (a task file may
+missing folder or file, a malformed line (a CSV row is named at the line where it starts, which is where an unclosed
+quote opens), a label outside the task's label set, a token-classification example without words, an empty split,
+bytes that are not valid in the declared encoding. A correctly quoted CSV field of any length is read. Messages never quote a line of the file (a task file may
 point at any file on the machine); a bad label is shown cut short (:func:`~adapterbench.textfiles.short`).
 """
 
