@@ -11,14 +11,19 @@ import contextlib
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from adapterbench.errors import UserError
 from adapterbench.harness.settings import PROFILES
+from adapterbench.harness.worker import quiet_warnings
 
 EXIT_BAD_INPUT = 2
+# Not results/: in a clone that folder holds the project's committed records (hundreds), and a first matrix there
+# would be reported together with them. runs/ is ignored by git (.gitignore) and starts empty.
+DEFAULT_OUT = "runs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the user's command line, for the records
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():  # restored after: bench may be called from a library or a test
+            quiet_warnings()  # torch's, scikit-learn's, transformers' warnings stay off the terminal
+            return args.handler(args)
     except UserError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -63,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=None,
                      help="local data folder in the GLUE/CoNLL layout (default: $ADAPTERBENCH_DATA_DIR, "
                           "else the Hugging Face hub)")
-    run.add_argument("--out", default=None, help="folder for run records (default results/)")
+    run.add_argument("--out", default=None, help=f"folder for run records (default {DEFAULT_OUT}/)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a loop setting (lr, epochs, batch_size, ...) or a variant setting "
                           "(r=16, or lora.r=16 for one variant); repeatable")
@@ -168,6 +175,9 @@ def _load_matrix(path: str) -> dict[str, Any]:
         data = tomllib.loads(read_text(file, "utf-8", hint="matrix files are TOML, which must be UTF-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"matrix file {path!r} is not valid TOML: {exc}") from None
+    except RecursionError:  # tables or arrays nested thousands deep: the parser recurses once per level
+        raise UserError(f"matrix file {path!r} is not a matrix: its values are nested too deeply to read (a "
+                        f"matrix is a flat table of keys and one [set] table)") from None
     unknown = sorted(set(data) - set(MATRIX_KEYS))
     if unknown:
         raise UserError(f"matrix file {path!r}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(MATRIX_KEYS))}")
@@ -243,7 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or matrix.get("data_dir") or os.environ.get("ADAPTERBENCH_DATA_DIR")
     model = args.model or matrix.get("model")
     profile = args.profile or matrix.get("profile")
-    out = args.out or matrix.get("out") or "results"
+    out = args.out or matrix.get("out") or DEFAULT_OUT
     if preset:
         from adapterbench.presets import expand_preset
 
@@ -279,12 +289,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_answer(specs: list[Any]) -> None:
     from adapterbench.harness.records import record_path
+    from adapterbench.reports.cli import report_hint
     from adapterbench.reports.terminal import answer_text
 
     text = answer_text([record_path(Path(spec.out_dir), spec.run_id) for spec in specs])
     if text:
-        out = specs[0].out_dir
-        print(f"\n{text}\n\nevery table and chart: bench report {out} --out reports/{Path(out).name}", flush=True)
+        print(f"\n{text}\n\nevery table and chart: {report_hint(specs)}", flush=True)
 
 
 @contextlib.contextmanager
@@ -317,7 +327,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or os.environ.get("ADAPTERBENCH_DATA_DIR")
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
-                     args.out or "results/sweep", holdout=args.holdout, force=args.force,
+                     args.out or f"{DEFAULT_OUT}/sweep", holdout=args.holdout, force=args.force,
                      final_out=args.final_out, trials_only=args.trials_only)
 
 

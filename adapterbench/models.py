@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,16 +154,7 @@ def check_files(ref: ModelRef) -> None:
         config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - unreadable config.json, unknown model_type: one line
         raise UserError(f"model {ref.name!r}: cannot read its config ({_first_line(exc)})") from None
-    weights = Path(ref.path) / "model.safetensors"
-    if weights.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(weights), "pt") as f:
-                f.keys()
-        except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: a damaged file, one line
-            raise UserError(f"model {ref.name!r}: {weights} is not a readable safetensors file "
-                            f"({_first_line(exc)})") from None
+    checkpoint_shapes(ref)  # every weights file the load will read is there and readable, read safely
     if not any((Path(ref.path) / f).is_file() for f in TOKENIZER_FILES):
         raise UserError(f"model {ref.name!r} has no tokenizer; expected one of: {', '.join(TOKENIZER_FILES)} "
                         f"next to config.json")
@@ -174,6 +166,94 @@ def check_files(ref: ModelRef) -> None:
     if isinstance(vocab, int) and len(tokenizer) > vocab:
         raise UserError(f"model {ref.name!r}: its tokenizer has {len(tokenizer)} tokens but the model's embedding "
                         f"only {vocab}; the tokenizer files belong to another model")
+
+
+def weight_files(ref: ModelRef) -> list[Path]:
+    """The files ``from_pretrained`` will read, in its order of preference (safetensors, then pickles); the shards
+    an index names must all exist."""
+    folder = Path(ref.path)
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (folder / single).is_file():
+            return [folder / single]
+        if (folder / index).is_file():
+            try:
+                weight_map = json.loads((folder / index).read_text())["weight_map"]
+                shards = list(dict.fromkeys(str(f) for f in weight_map.values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise UserError(f"model {ref.name!r}: {folder / index} is not a readable weights index "
+                                f"({_first_line(exc)})") from None
+            missing = [f for f in shards if not (folder / f).is_file()]
+            if missing or not shards:
+                raise UserError(f"model {ref.name!r}: {index} names the shard {missing[0] if missing else '(none)'!r}, "
+                                f"which is not in the folder ({len(shards)} shard(s) named); download every shard")
+            return [folder / f for f in shards]
+    return []
+
+
+def checkpoint_shapes(ref: ModelRef) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape over the local checkpoint's weight files, read without running any of its code.
+
+    Safetensors headers are read alone; a pickled ``pytorch_model.bin`` is opened with ``torch.load(...,
+    weights_only=True)``, whose unpickler builds tensors and containers only and refuses anything else (code in a
+    hostile pickle never runs), memory-mapped so that nothing but the header pages is read.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    if ref.on_hub:
+        return shapes
+    for path in weight_files(ref):
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), "pt") as f:
+                    shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+            else:
+                import torch
+
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as exc:  # the legacy (pre-zip) format cannot be memory-mapped
+                    if "mmap" not in str(exc):
+                        raise
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                if not isinstance(state, dict):
+                    raise ValueError(f"holds a {type(state).__name__}, not a dict of tensors")
+                shapes.update({str(k): tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")})
+        except Exception as exc:  # noqa: BLE001 - a damaged file, or a pickle with more than tensors: one line
+            kind = "safetensors file" if path.suffix == ".safetensors" else "weights file (loaded with weights_only)"
+            raise UserError(f"model {ref.name!r}: {path} is not a readable {kind} ({_first_line(exc)})") from None
+    return shapes
+
+
+POSITION_TABLES = ("position_embeddings", "wpe", "embed_positions")  # learned absolute position tables
+
+
+def check_fit(ref: ModelRef, kind: str, num_labels: int, task: str) -> int | None:
+    """Check the model against the task's head before training; the longest input it can take (None: no table).
+
+    The head: a checkpoint that already has a task head of another size (a 3-label MNLI classifier given an
+    SST-2 task) fails inside ``from_pretrained``; it is named here. The length: a learned absolute position table
+    (BERT, RoBERTa, DistilBERT, GPT-2) has one row per position, so inputs longer than its rows fail inside the
+    first forward; RoBERTa's table starts after the padding index (514 rows, 512 positions). Models with
+    relative or rotary positions (DeBERTa-v3, Llama) have no such table and no limit here.
+    """
+    import torch
+
+    model = meta_model(ref, kind, num_labels)
+    shapes = checkpoint_shapes(ref)
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    for name, tensor in model.state_dict().items():
+        saved = shapes.get(name, shapes.get(name.removeprefix(prefix)))
+        if saved is not None and saved != tuple(tensor.shape):
+            raise UserError(f"model {ref.name!r}: its checkpoint's {name} has shape {list(saved)}, but task {task!r} "
+                            f"({num_labels} label(s)) needs {list(tensor.shape)}; give the model without its task "
+                            f"head (the base model), or a task with the labels it was trained on")
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in POSITION_TABLES:
+            offset = module.padding_idx + 1 if module.padding_idx is not None else 0
+            return module.num_embeddings - offset
+    return None
 
 
 def meta_model(ref: ModelRef, kind: str, num_labels: int) -> Any:

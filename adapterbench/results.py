@@ -297,7 +297,11 @@ def frames(found: Sequence[tuple[Path, schema.Record]]) -> tuple[pd.DataFrame, .
 
 
 def _scan(paths: Sequence[str | Path]) -> Scan:
-    scan = scan_records(Path(p) for p in (paths or ("results",)))
+    paths = paths or ("results",)
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:  # as `bench report` refuses it: an empty table would read as "no runs there"
+        raise FileNotFoundError(f"results path {missing[0]!r} does not exist; pass a folder or file of run records")
+    scan = scan_records(Path(p) for p in paths)
     for path, reason in scan.skipped:
         warnings.warn(f"skipped {path}: {reason}", stacklevel=3)
     return scan
@@ -312,7 +316,8 @@ def _select(frame: pd.DataFrame, all_records: bool, scan: Scan) -> pd.DataFrame:
 
 def load(*paths: str | Path, all_records: bool = False) -> pd.DataFrame:
     """One row per run under ``paths`` (files or folders; default ``results``): its newest record, or every
-    record with ``all_records=True`` (older ones have ``latest`` False)."""
+    record with ``all_records=True`` (older ones have ``latest`` False). A path that does not exist raises
+    :class:`FileNotFoundError` (every loader here does)."""
     scan = _scan(paths)
     return _select(runs_frame(scan.found), all_records, scan)
 

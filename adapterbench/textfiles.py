@@ -80,9 +80,10 @@ def open_text(path: Path | str, encoding: str, where: str = "", newline: str | N
 
 
 def read_text(path: Path | str, encoding: str = "utf-8", hint: str = DATA_HINT) -> str:
-    """The whole file as text (see :func:`open_text`)."""
+    """The whole file as text (see :func:`open_text`); a leading byte-order mark (Windows editors write one at
+    the start of UTF-8 files) is not part of it."""
     with open_text(path, encoding, hint=hint) as f:
-        return f.read()
+        return f.read().removeprefix("\ufeff")
 
 
 def short(value: object, limit: int = 40) -> str:

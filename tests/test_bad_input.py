@@ -277,8 +277,9 @@ DATA_FILES = [
     Case("csv-bytes-latin1-ok-but-label", lambda e: e.run(task=e.task_file(
         data='format = "csv"\nencoding = "latin-1"', train=b"text,label\nna\xefve,neutral\n")),
         ("train.csv:2", "label 'neutral'", "negative, positive")),
-    Case("csv-long-field", lambda e: e.run(task=e.task_file(train='text,label\n"unclosed,positive\n' + "x" * 140000)),
-         ("train.csv:2", "longer than 131072 characters", "unclosed quote")),
+    Case("csv-unclosed-quote", lambda e: e.run(task=e.task_file(
+        train='text,label\nfine,positive\n"unclosed,positive\n' + "x" * 140000 + "\nmore,negative\n")),
+         ("train.csv:3", "expected 2 comma-separated columns, got 1", "unclosed quote", "on line 3"), ("xxx",)),
     Case("csv-header", lambda e: e.run(task=e.task_file(train="review,sentiment\nok,positive\n")),
          ("train.csv:1", "no column 'text'", "columns are: review, sentiment")),
     Case("csv-label-long", lambda e: e.run(task=e.task_file(train="text,label\nok," + "y" * 500 + "\n")),

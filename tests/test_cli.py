@@ -128,7 +128,7 @@ def test_bad_input_through_the_real_command_has_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("bench: error: lr=-1.0 is not allowed; the learning rate must be a finite positive "
                                      "number")
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "runs").exists()  # the default --out
 
 
 def test_list_variants_and_tasks(capsys):

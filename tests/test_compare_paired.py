@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -77,6 +78,7 @@ def changed(base: Path, tmp_path: Path, variant: str, change: Callable[[dict, di
             if point["point"] is None:
                 point[KEY] = accuracy
         side_path.write_bytes(gzip.compress(json.dumps(sidecar).encode(), mtime=0))
+        record["predictions"]["sha256"] = hashlib.sha256(side_path.read_bytes()).hexdigest()  # as the harness does
         path.write_text(json.dumps(record))
     return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -64,6 +65,7 @@ def copy_as(src: list[tuple[Path, dict]], folder: Path, name: str, wrong: bool =
         (folder / "predictions").mkdir(parents=True, exist_ok=True)
         (folder / file).write_bytes(gzip.compress(json.dumps(side).encode()))
         record["predictions"]["file"] = file
+        record["predictions"]["sha256"] = hashlib.sha256((folder / file).read_bytes()).hexdigest()
         (folder / f"{record['run_id']}.json").write_text(json.dumps(record))
         out.append(record)
     return out

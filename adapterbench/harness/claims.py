@@ -123,6 +123,35 @@ def describe(info: dict[str, Any] | None, path: Path | None = None) -> str:
     return text
 
 
+def wait_for_holders(out_dir: Path | str, run_ids: list[str], on_wait: Any = None, poll_s: float = 1.0) -> list[str]:
+    """Wait until no live process on this host holds a claim on any of ``run_ids``; the runs left unwaited.
+
+    Two ``bench run`` on one folder share its runs; the one that finishes first waits here for the runs the
+    other is still training, so that its exit status says how the whole matrix ended rather than "unknown".
+    Not waited for (returned): claims of another host (their holders cannot be seen, so may be gone for good)
+    and claims of this very process (a caller holding one would wait for itself). ``on_wait(holders)`` is called
+    once, before the first wait, with the claims waited for.
+    """
+    told = False
+    while True:
+        held, unwaited = {}, []
+        for run_id in run_ids:
+            path = claim_path(out_dir, run_id)
+            info = _read(path)
+            if not path.exists() or is_stale(info, path):
+                continue
+            if info is not None and (info.get("host") != socket.gethostname() or info.get("pid") == os.getpid()):
+                unwaited.append(run_id)
+            else:
+                held[run_id] = info
+        if not held:
+            return unwaited
+        if not told and on_wait is not None:
+            on_wait(held)
+            told = True
+        time.sleep(poll_s)
+
+
 def _create(path: Path, info: dict[str, Any]) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -40,7 +40,7 @@ from adapterbench.harness.records import (
 )
 from adapterbench.harness.run import RunSpec, base_record, environment, planned_settings
 from adapterbench.harness.settings import PLAN_KEYS, applicable_overrides, check_overrides
-from adapterbench.harness.worker import EXIT_INTERRUPTED
+from adapterbench.harness.worker import EXIT_INTERRUPTED, ending, oom_kills
 from adapterbench.reports.units import summary_line
 from adapterbench.schema import PROCESS_S, WORKER_WAIT_S
 from adapterbench.tasks import get_task
@@ -100,12 +100,22 @@ def run_matrix(specs: list[RunSpec], force: bool = False, isolate: bool = True, 
     # A run without an outcome did not finish here: it counts as not ok. None: another process holds it.
     elsewhere = [job.spec for job in jobs if job.spec.run_id in outcomes and outcomes[job.spec.run_id] is None]
     all_ok = all(outcomes.get(job.spec.run_id, "missing") in ("ok", None) for job in jobs)
-    if elsewhere:
+    if elsewhere:  # wait for the other processes' runs, so that the exit status is the matrix's (claims.py)
+        def waiting(held: dict[str, Any]) -> None:
+            pids = sorted({str((info or {}).get("pid", "?")) for info in held.values()})
+            print(f"waiting for {len(held)} run(s) being run by pid {', '.join(pids)} on {out_dir}/", file=stream,
+                  flush=True)
+
+        unwaited = set(claims.wait_for_holders(out_dir, [s.run_id for s in elsewhere], waiting))
         pending = [s for s in elsewhere if not is_done(s)]
         if pending:
             runs = "1 run is" if len(pending) == 1 else f"{len(pending)} runs are"
-            print(f"{runs} still being run by other processes on {out_dir}/; rerun this command once they finish "
-                  f"to check their records", file=stream, flush=True)
+            if any(s.run_id in unwaited for s in pending):
+                print(f"{runs} still being run by other processes on {out_dir}/ (another host's, or this process's "
+                      f"caller's); rerun this command once they finish to check their records", file=stream, flush=True)
+            else:
+                print(f"{runs} not ok after other processes ran them; see their records in {out_dir}/", file=stream,
+                      flush=True)
             all_ok = False
     return 0 if all_ok else 1
 
@@ -276,7 +286,7 @@ def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_st
     if worker is None or worker.process.poll() is not None:
         worker = start_worker(env, path)
     process = worker.process
-    handed = time.perf_counter()
+    handed, oom_before = time.perf_counter(), oom_kills()
     try:
         if on_start is not None:
             on_start(process.pid)
@@ -302,7 +312,10 @@ def run_isolated(spec: RunSpec, path: Path, argv: list[str] | None = None, on_st
                 record["environment"] = {**record.get("environment", {}), "placement": placement}
             _write(path, record)
             return record
-    return _dead_worker_record(spec, path, code, time.perf_counter() - handed, argv, placement)
+    status, reason = ending(code, oom_before, oom_kills())
+    record = dead_record(spec, status, reason, time.perf_counter() - handed, argv, placement)
+    _write(path, record)
+    return record
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -313,18 +326,6 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _dead_worker_record(spec: RunSpec, path: Path, code: int, wall_s: float, argv: list[str] | None,
-                        placement: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The worker ended without a record: killed (likely by the out-of-memory killer), or it crashed."""
-    status = "oom" if code == -signal.SIGKILL else "failed"
-    reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
-    if status == "oom":
-        reason += " (most likely the out-of-memory killer)"
-    record = dead_record(spec, status, reason, wall_s, argv, placement)
-    _write(path, record)
-    return record
 
 
 def dead_record(spec: RunSpec, status: str, reason: str, wall_s: float | None, argv: list[str] | None,

@@ -6,9 +6,14 @@ run at the end. :func:`preflight` checks, in order from cheapest to dearest:
 1. seeds (``0 .. 2**32 - 1``: NumPy's seed range, which the harness seeds with every run seed);
 2. the output folder: not a file, not under a file, creatable, writable (a file is created and deleted there),
    its ``checkpoints/``, ``predictions/``, ``superseded/`` and ``.claims/`` entries folders when present;
-3. the data folder, every model (weights' hash, safetensors header, tokenizer; a hub id when offline) and every
-   task's splits (read and parsed in full: a bad line anywhere is reported now);
-4. every run's settings (loop settings, variant Config, device, the variant's schedule check);
+3. the data folder, every model (weights' hash; every weights file it will read: safetensors headers, each shard
+   an index names, a pickled ``pytorch_model.bin`` opened with ``weights_only``; tokenizer; a hub id when offline)
+   and every task's splits (read and parsed in full: a bad line anywhere is reported now; hub data is checked
+   after step 5, refused when the hub cannot be reached and the dataset is not cached);
+4. every run's settings (loop settings, variant Config, device, the variant's schedule check; at most
+   :data:`MAX_TOTAL_STEPS` optimizer steps) and what only the model's config can tell
+   (:func:`~adapterbench.models.check_fit`: ``max_length`` against the position table, a checkpoint's task head
+   against the task's labels);
 5. every variant applied to the model's structure on the meta device (targets that match nothing, unsupported
    architectures), which also counts the trainable parameters that each checkpoint will hold;
 6. free disk space against that estimate.
@@ -27,14 +32,16 @@ from typing import Any
 from adapterbench.errors import UserError
 from adapterbench.harness.loop import schedule_steps
 from adapterbench.harness.run import ResolvedRun, RunSpec, resolve
-from adapterbench.models import check_available, check_files, meta_model, resolve_model
+from adapterbench.models import check_available, check_files, check_fit, meta_model, resolve_model
 from adapterbench.tasks import get_task
-from adapterbench.tasks.data import load_examples
+from adapterbench.tasks.data import check_hub, load_examples
 
 SEED_MAX = 2**32 - 1
 OUT_SUBFOLDERS = ("checkpoints", "predictions", "superseded", ".claims")
 RECORD_BYTES = 1 << 20  # a record with its history, with room to spare
 MIN_FREE_BYTES = 64 << 20  # never start a matrix with less than this free, whatever the estimate says
+# A run's budget beyond any benchmark (months of steps): a typo's extra zeros, refused before the matrix starts.
+MAX_TOTAL_STEPS = 10_000_000
 
 
 def preflight(specs: list[RunSpec]) -> None:
@@ -56,9 +63,11 @@ def preflight(specs: list[RunSpec]) -> None:
         check_available(ref)
         check_files(ref)
     train_sizes: dict[str, int | None] = {}
+    hub_tasks: list[Any] = []
     for task_name in dict.fromkeys(s.task for s in specs):
         task = get_task(task_name)
         if data_dir is None and not os.environ.get("ADAPTERBENCH_DATA_DIR") and _all_relative(task):
+            hub_tasks.append(task)
             train_sizes[task_name] = None  # hub data: sizes known only once downloaded
             continue
         directory = Path(data_dir) if data_dir else None
@@ -67,6 +76,7 @@ def preflight(specs: list[RunSpec]) -> None:
             load_examples(task, split, directory)
     needed: dict[str, int] = {}
     trainable: dict[tuple[Any, ...], int | None] = {}
+    positions: dict[tuple[Any, ...], int | None] = {}
     for spec in specs:
         run = resolve(spec)  # every setting, the device, the task and the model, as the run will see them
         variant, settings = _named(spec, run.new_variant), run.settings
@@ -79,13 +89,26 @@ def preflight(specs: list[RunSpec]) -> None:
                 raise UserError(f"{key}={held} leaves no training examples for task "
                                 f"{spec.task!r} (its training split has {n_train})")
             n = min(available, settings.max_train_samples or available)
-            variant.validate_schedule(schedule_steps(n, settings)[1])
+            total_steps = schedule_steps(n, settings)[1]
+            if total_steps > MAX_TOTAL_STEPS:
+                raise UserError(f"epochs={settings.epochs} on task {spec.task!r} ({n} training examples at "
+                                f"batch_size={settings.batch_size}) is {total_steps:,} optimizer steps; at most "
+                                f"{MAX_TOTAL_STEPS:,} are allowed (use max_steps or fewer epochs)")
+            variant.validate_schedule(total_steps)
         task = run.task
+        fit = (spec.model, task.kind, task.num_labels)
+        if fit not in positions:  # the checkpoint's head against the task's labels; the longest input
+            positions[fit] = check_fit(refs[spec.model], task.kind, task.num_labels, task.name)
+        if positions[fit] is not None and settings.max_length > positions[fit]:
+            raise UserError(f"max_length={settings.max_length} is not allowed for model {spec.model!r}: its position "
+                            f"embeddings cover {positions[fit]} tokens; give max_length <= {positions[fit]}")
         key = (spec.variant, repr(sorted(spec.overrides.items())), spec.model, task.kind, task.num_labels)
         if key not in trainable:
             trainable[key] = dry_apply(run, refs[spec.model])
         checkpoint = 4 * (trainable[key] or 0) if settings.save_checkpoint else 0  # fp32 tensors
         needed[spec.out_dir] = needed.get(spec.out_dir, 0) + RECORD_BYTES + checkpoint
+    for task in hub_tasks:  # after the settings (cheap); a hub that cannot be reached costs up to a timeout
+        check_hub(task)  # offline and not cached: one line now, not 30 s of retries and a failed record per run
     for out, bytes_needed in needed.items():
         check_free_space(out, bytes_needed)
 

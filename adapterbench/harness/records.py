@@ -4,8 +4,10 @@ settings).
 The record's shape, its measurement keys and its schema versions are typed and documented once, in
 :mod:`adapterbench.schema`. Records are written atomically (temporary file + rename) and never silently
 overwritten: a record that is replaced (``--force``, or a rerun of a failed run) is first moved to
-``<out>/superseded/``. Reading (:func:`scan_records`) validates every file (:func:`parse`) and migrates it to
-the current schema version; a file that is not a readable record is skipped with a one-line reason.
+``<out>/superseded/``. Files get the mode the umask gives (a shared results folder stays readable). Reading
+(:func:`scan_records`) validates every file (:func:`parse`) and migrates it to the current schema version; a file
+that is not a readable record is skipped with a one-line reason. Prediction sidecars are read through
+:func:`read_predictions` only, which checks them against the sha256 their record holds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from adapterbench import schema
 from adapterbench.schema import SCHEMA_VERSION, STATUSES, Record
 
-__all__ = ["NOT_RECORDS", "SCHEMA_VERSION", "STATUSES", "RecordError", "Scan", "checkpoint_path",
+__all__ = ["NOT_RECORDS", "SCHEMA_VERSION", "STATUSES", "RecordError", "Scan", "SidecarError", "checkpoint_path",
            "existing_status", "iter_records", "load_record", "make_run_id", "parse", "predictions_path",
            "read_predictions", "read_record", "record_files", "record_path", "scan_records", "settings_hash",
            "supersede", "write_predictions", "write_record"]
@@ -88,16 +90,42 @@ def write_predictions(out_dir: Path, run_id: str, example_ids: dict[str, list[in
             "splits": {split: len(ids) for split, ids in example_ids.items()}, "points": list(predictions)}
 
 
-def read_predictions(record_file: Path, record: dict[str, Any]) -> dict[str, Any] | None:
-    """The sidecar a record points at (``None`` when it has none or the file is missing)."""
-    section = record.get("predictions")
+class SidecarError(ValueError):
+    """A predictions sidecar that cannot be trusted: changed since its record was written, or unreadable."""
+
+
+def read_predictions(record_file: Path, record: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The sidecar the record at ``record_file`` points at, verified against the sha256 the record holds.
+
+    The one reader of sidecars (reports, intervals, ``bench compare``): ``record`` is the record as read (read
+    from ``record_file`` when omitted). Returns None when the record names no sidecar or its file is absent (the
+    record's own metrics then stand alone, as for a v1 record). Raises :class:`SidecarError` with a one-line
+    reason when the file's bytes are not the ones the record names (edited, truncated, swapped for another run's)
+    or cannot be decoded: predictions that disagree with their record must never be resampled or tested.
+    """
+    if record is None:
+        try:
+            record = read_record(record_file)
+        except (OSError, ValueError):
+            return None
+    section = record.get("predictions") if isinstance(record, dict) else None
     if not isinstance(section, dict) or not section.get("file"):
         return None
-    path = Path(record_file).parent / section["file"]
+    path = Path(record_file).parent / str(section["file"])
     try:
-        return json.loads(gzip.decompress(path.read_bytes()))
-    except (OSError, ValueError, EOFError):
+        blob = path.read_bytes()
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise SidecarError(f"predictions {path}: cannot be read ({exc.strerror or exc})") from None
+    expected, actual = section.get("sha256"), hashlib.sha256(blob).hexdigest()
+    if not isinstance(expected, str) or actual != expected.lower():
+        raise SidecarError(f"predictions {path}: sha256 {actual[:12]}... is not the {str(expected)[:12]}... its "
+                           f"record names (the file changed after the run); restore it or rerun the run")
+    try:
+        return json.loads(gzip.decompress(blob))
+    except (ValueError, EOFError, OSError) as exc:  # OSError: gzip's BadGzipFile
+        raise SidecarError(f"predictions {path}: not a readable sidecar ({exc})") from None
 
 
 def _atomic_bytes(path: Path, blob: bytes) -> None:
@@ -105,6 +133,8 @@ def _atomic_bytes(path: Path, blob: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; a record is read by colleagues sharing the folder: the umask decides.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()
@@ -113,6 +143,19 @@ def _atomic_bytes(path: Path, blob: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux: /proc), else by setting it and back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def checkpoint_path(out_dir: Path, run_id: str) -> Path:

@@ -51,6 +51,12 @@ class TrainSettings:
         for key in positive:
             if getattr(self, key) <= 0:
                 raise UserError(f"{key}={getattr(self, key)} is not allowed; it must be a positive integer")
+        # Beyond any benchmark (a typo's extra zeros): refused with the limit named. max_length is also checked
+        # against the model's position table in preflight (adapterbench.models.check_fit).
+        for key, most in (("epochs", 10_000), ("batch_size", 1 << 20), ("eval_batch_size", 1 << 20),
+                          ("max_length", 1 << 20)):
+            if getattr(self, key) > most:
+                raise UserError(f"{key}={getattr(self, key)} is not allowed; it must be at most {most:,}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"lr={self.lr} is not allowed; the learning rate must be a finite positive number")
         if not 0 <= self.warmup_ratio < 1:

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from adapterbench.schema import WORKER_WAIT_S
 
@@ -39,6 +40,75 @@ PR_SET_PDEATHSIG = 1
 EXIT_INTERRUPTED = 130
 EXIT_ORPHANED = 3
 EXIT_CANNOT_WRITE = 4
+
+
+def oom_kills() -> int | None:
+    """The kernel's count of out-of-memory kills since boot (``oom_kill`` in /proc/vmstat), or None."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def ending(code: int, oom_kills_before: int | None = None, oom_kills_after: int | None = None) -> tuple[str, str]:
+    """The status and the words for a worker that ended without writing its record (the one place that turns
+    an exit into a status).
+
+    ``code`` is ``Popen.returncode`` (negative: killed by that signal). SIGKILL is what the out-of-memory killer
+    sends, but also ``kill -9`` and schedulers: the run is ``oom`` only when the kernel counted an out-of-memory
+    kill while the worker ran (``oom_kills_before`` < ``oom_kills_after``, from :func:`oom_kills`); otherwise it
+    is ``failed``, and the words say that signal 9 is often, not always, the out-of-memory killer.
+    """
+    if code >= 0:
+        return "failed", f"worker exited with status {code} without writing its record"
+    number = -code
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    if number != signal.SIGKILL:
+        return "failed", f"killed by signal {number} ({name})"
+    if oom_kills_before is not None and oom_kills_after is not None and oom_kills_after > oom_kills_before:
+        return "oom", (f"killed by signal 9 ({name}) from the out-of-memory killer (the kernel counted "
+                       f"{oom_kills_after - oom_kills_before} out-of-memory kill(s) while it ran)")
+    return "failed", f"killed by signal 9 ({name}; often the out-of-memory killer, or a kill -9)"
+
+
+def quiet_warnings(kept: list[str] | None = None) -> None:
+    """Keep other libraries' warnings (torch, transformers, scikit-learn, pandas) off the terminal.
+
+    They are about those libraries' internals (deprecations, a class never predicted in a tiny eval split) and
+    not something a ``bench`` user can act on; each distinct one is appended to ``kept`` instead (the worker
+    puts them into the record's notes). Warnings that adapterbench itself raises still print.
+    """
+    import warnings
+
+    show = warnings.showwarning
+
+    def route(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+              line: str | None = None) -> None:
+        if _raised_by_adapterbench():
+            show(message, category, filename, lineno, file, line)
+        elif kept is not None:
+            text = f"{category.__name__}: {str(message).strip().splitlines()[0] if str(message).strip() else ''}"
+            if text not in kept and len(kept) < MAX_KEPT_WARNINGS:
+                kept.append(text)
+
+    warnings.showwarning = route
+
+
+MAX_KEPT_WARNINGS = 20
+
+
+def _raised_by_adapterbench() -> bool:
+    """Whether the innermost Python caller of ``warnings.warn`` (past the warnings machinery) is adapterbench's."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "") in ("warnings", "_warnings", __name__):
+        frame = frame.f_back
+    return frame is not None and str(frame.f_globals.get("__name__", "")).startswith("adapterbench")
 
 
 def die_with_parent(parent_pid: int | None) -> None:
@@ -78,6 +148,8 @@ def main() -> int:
     parent = os.environ.get("ADAPTERBENCH_PARENT_PID")
     die_with_parent(int(parent) if parent and parent.isdigit() else None)
 
+    kept: list[str] = []
+    quiet_warnings(kept)  # from here on, including the imports: into the record's notes, not the terminal
     import transformers
     from tqdm import tqdm
 
@@ -112,6 +184,7 @@ def main() -> int:
     try:
         record = with_argv(execute(spec, progress), argv)
         record.setdefault("measurements", {})[WORKER_WAIT_S.key] = waited
+        record.setdefault("notes", []).extend(f"library warning (not shown on the terminal): {w}" for w in kept)
     finally:
         if bar is not None:
             bar.close()

@@ -25,10 +25,11 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from adapterbench.errors import UserError
 
-DEFAULT_RESULTS = "results"
+DEFAULT_RESULTS = "runs"  # where `bench run` writes by default (adapterbench.cli.DEFAULT_OUT)
 
 
 def _names(values: list[str] | None) -> list[str]:
@@ -137,6 +138,11 @@ def export_command(args: argparse.Namespace) -> int:
     from adapterbench.results import export
 
     paths = args.results or [DEFAULT_RESULTS]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {args.out!r} is a file; give a folder for the runs, points and history tables")
+    if any(p.exists() and not p.is_dir() for p in out.absolute().parents):
+        raise UserError(f"--out {args.out!r} cannot be created: a folder above it is a file")
     _, skipped = load_records(paths)  # a missing path or no record at all: a one-line error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped files are printed below, once
@@ -145,3 +151,20 @@ def export_command(args: argparse.Namespace) -> int:
         print(f"skipped {line}")
     print(f"wrote {', '.join(str(p) for p in written)} ({len(skipped)} file(s) skipped)")
     return 0
+
+
+def report_hint(specs: list[Any]) -> str:
+    """The ``bench report`` command for a matrix's records; filtered to its tasks and variants when its folder
+    holds other records too (a shared folder of hundreds would otherwise be reported, for minutes, with it)."""
+    from adapterbench.harness.matrix import task_label
+    from adapterbench.harness.records import record_files
+
+    out = specs[0].out_dir
+    ours = {f"{spec.run_id}.json" for spec in specs}
+    others = sum(p.name not in ours for p in record_files(Path(out))) if Path(out).is_dir() else 0
+    command = f"bench report {out} --out reports/{Path(out).name}"
+    if others:
+        tasks = ",".join(dict.fromkeys(task_label(spec.task) for spec in specs))
+        variants = ",".join(dict.fromkeys(spec.variant for spec in specs))
+        command += f" --task {tasks} --variant {variants}  # {out}/ holds {others} other record(s)"
+    return command

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from adapterbench import stats
-from adapterbench.harness.records import read_predictions
+from adapterbench.harness.records import SidecarError, read_predictions
 from adapterbench.reports.aggregate import GroupTable, Row, evaluations
 from adapterbench.stats.intervals import N_RESAMPLES
 
@@ -90,13 +90,18 @@ class Evidence:
     def __init__(self) -> None:
         self._sidecars: dict[str, dict[str, Any] | None] = {}
         self._specs: dict[tuple[str, str, str, str], Any] = {}
+        self.skipped: list[str] = []  # sidecars not used, one line each: "<file>: <reason>"
 
     def sidecar(self, source: str, file: Any) -> dict[str, Any] | None:
         if not isinstance(file, str) or not file:
             return None
         key = f"{source}\0{file}"
         if key not in self._sidecars:
-            self._sidecars[key] = read_predictions(Path(source), {"predictions": {"file": file}})
+            try:  # verified against the sha256 in the record at `source`
+                self._sidecars[key] = read_predictions(Path(source))
+            except SidecarError as exc:  # the row keeps the seed interval; the report names the file and why
+                self._sidecars[key] = None
+                self.skipped.append(str(exc))
         return self._sidecars[key]
 
     def predictions(self, runs: pd.DataFrame, split: str, point: Any) -> RowPredictions | None:

@@ -273,6 +273,7 @@ def build_report(collection: Collection, out: Path, sources: Sequence[str], *, a
         tasks.setdefault(key.task, []).append(section)
 
     answers = build_answer(inputs, evidence, alpha=alpha, n_resamples=n_resamples)
+    collection.skipped.extend(evidence.skipped)  # sidecars that disagree with their record: named like files
     for index, task_answer in answers.by_group.items():
         sections[index].answer = task_answer
     task_sections = []

@@ -48,7 +48,7 @@ import numpy as np
 
 from adapterbench import schema
 from adapterbench.errors import UserError
-from adapterbench.harness.records import RecordError, load_record, read_predictions
+from adapterbench.harness.records import RecordError, SidecarError, load_record, read_predictions
 from adapterbench.stats import (
     Interval,
     Metric,
@@ -117,7 +117,11 @@ class RunData:
 
     @cached_property
     def sidecar(self) -> dict[str, Any] | None:
-        return read_predictions(self.source, self.record)
+        try:  # verified against the record's sha256: predictions that disagree with it decide nothing
+            return read_predictions(self.source, self.record)
+        except SidecarError as exc:
+            raise UserError(f"{exc}; bench compare does not compare predictions that disagree with their record"
+                            ) from None
 
     def evaluation(self, split: str, point: Any) -> Evaluation | None:
         name = "final" if point is None else str(point)

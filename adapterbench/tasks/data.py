@@ -12,8 +12,9 @@ Where the examples come from:
 * otherwise the hub, through ``datasets.load_dataset(hub.path, hub.name, split=...)``.
 
 Every problem with the data is a one-line :class:`UserError` naming the file (and line) and the bad value: a
-missing folder or file, a malformed line, a label outside the task's label set, an empty split, bytes that are not
-valid in the declared encoding, an over-long CSV field. Messages never quote a line of the file (a task file may
+missing folder or file, a malformed line (a CSV row is named at the line where it starts, which is where an unclosed
+quote opens), a label outside the task's label set, a token-classification example without words, an empty split,
+bytes that are not valid in the declared encoding. A correctly quoted CSV field of any length is read. Messages never quote a line of the file (a task file may
 point at any file on the machine); a bad label is shown cut short (:func:`~adapterbench.textfiles.short`).
 """
 
@@ -189,41 +190,55 @@ def _read_delimited(task: TaskSpec, path: Path) -> list[dict[str, Any]]:
                         f"not {local.format}")
     tsv = local.format == "tsv"
     examples: list[dict[str, Any]] = []
-    with open_text(path, local.encoding, f"task {task.name!r}", newline="") as f:
-        reader = (csv.reader(f, delimiter="\t", quotechar=None, quoting=csv.QUOTE_NONE) if tsv
-                  else csv.reader(f))
-        kind_of_columns = "tab-separated" if tsv else "comma-separated"
-        expected: int | None = None
-        index: dict[str, int] = {}
-        while True:
-            row_start = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raise _csv_problem(path, row_start, exc) from None
-            if not row:
-                continue  # a blank line
-            if expected is None:  # the header, or the first data row of a headerless file
-                expected = len(row)
-                index = _column_index(task, path, row if local.header else None, expected)
-                if local.header:
-                    continue
-            where = f"{path}:{reader.line_num}"
-            if len(row) != expected:
-                raise UserError(f"{where}: expected {expected} {kind_of_columns} columns, got {len(row)}")
-            example = {field: row[index[field]] for field in task.text_fields}
-            example[task.label_field] = parse_label(task, row[index[task.label_field]], where)
-            examples.append(example)
+    limit = csv.field_size_limit(FIELD_LIMIT)  # restored below: the limit is the csv module's, process-wide
+    try:
+        with open_text(path, local.encoding, f"task {task.name!r}", newline="") as f:
+            _read_rows(task, path, f, tsv, examples)
+    finally:
+        csv.field_size_limit(limit)
     return examples
 
 
+# A correctly quoted field may be long (a document); csv's default limit of 131,072 characters would refuse it.
+# 2**31 - 1 fits a C long on every platform; the file is read whole into memory anyway.
+FIELD_LIMIT = 2**31 - 1
+
+
+def _read_rows(task: TaskSpec, path: Path, f: Any, tsv: bool, examples: list[dict[str, Any]]) -> None:
+    """The rows of an open delimited file into ``examples``; a problem is named at the line its row starts."""
+    local = task.local
+    assert local is not None
+    reader = (csv.reader(f, delimiter="\t", quotechar=None, quoting=csv.QUOTE_NONE) if tsv
+              else csv.reader(f))
+    kind_of_columns = "tab-separated" if tsv else "comma-separated"
+    expected: int | None = None
+    index: dict[str, int] = {}
+    while True:
+        row_start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise _csv_problem(path, row_start, exc) from None
+        if not row:
+            continue  # a blank line
+        if expected is None:  # the header, or the first data row of a headerless file
+            expected = len(row)
+            index = _column_index(task, path, row if local.header else None, expected)
+            if local.header:
+                continue
+        where = f"{path}:{row_start}"  # where the row starts: an unclosed quote opens on this line
+        if len(row) != expected:
+            runs_on = (f"; the row runs on to line {reader.line_num}: look for an unclosed quote (\") on "
+                       f"line {row_start}" if reader.line_num > row_start else "")
+            raise UserError(f"{where}: expected {expected} {kind_of_columns} columns, got {len(row)}{runs_on}")
+        example = {field: row[index[field]] for field in task.text_fields}
+        example[task.label_field] = parse_label(task, row[index[task.label_field]], where)
+        examples.append(example)
+
+
 def _csv_problem(path: Path, line: int, exc: csv.Error) -> UserError:
-    if "field larger than field limit" in str(exc):
-        # Nearly always a quote that is never closed: the reader then swallows the rest of the file.
-        return UserError(f"{path}:{line}: a field of the row starting here is longer than {csv.field_size_limit()} "
-                         f"characters (the CSV reader's limit); look for an unclosed quote (\")")
     return UserError(f"{path}:{line}: not valid CSV ({exc})")
 
 
@@ -292,10 +307,13 @@ def _read_jsonl(task: TaskSpec, path: Path) -> list[dict[str, Any]]:
                 value = record[key]
                 example[field] = (parse_label(task, value, where) if field == task.label_field
                                   else _text(task, value, field, where))
-            if task.kind == "token_classification" and len(example[task.text_fields[0]]) != len(
-                    example[task.label_field]):
-                raise UserError(f"{where}: {len(example[task.text_fields[0]])} words but "
-                                f"{len(example[task.label_field])} tags")
+            if task.kind == "token_classification":
+                words = example[task.text_fields[0]]
+                if len(words) != len(example[task.label_field]):
+                    raise UserError(f"{where}: {len(words)} words but {len(example[task.label_field])} tags")
+                if not any(w.strip() for w in words):  # no token to label: a batch of such has a NaN loss
+                    raise UserError(f"{where}: field {task.text_fields[0]!r} has no words "
+                                    f"({len(words)} given, none but blanks); an example needs at least one word")
             examples.append(example)
     return examples
 
@@ -330,6 +348,33 @@ def read_hub(task: TaskSpec, split: str) -> tuple[list[dict[str, Any]], str]:
         example[task.label_field] = parse_label(task, label, at)
         examples.append(example)
     return examples, where
+
+
+def check_hub(task: TaskSpec) -> None:
+    """For a task read from the hub: a one-line :class:`UserError` now when the hub cannot be reached
+    (an offline variable, or no connection: :func:`adapterbench.models.offline_reason`) and the dataset is not in
+    the local cache; otherwise every run would spend about 30 s on retries and then be recorded ``failed``."""
+    hub = task.hub
+    if hub is None:
+        return
+    from adapterbench.models import offline_reason
+
+    offline = os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    reason = "HF_DATASETS_OFFLINE is set" if offline else offline_reason()
+    if reason is None or _hub_cached(hub.path):
+        return
+    raise UserError(f"task {task.name!r} reads the hub dataset {hub.path}" + (f" ({hub.name})" if hub.name else "")
+                    + f", but {reason} and it is not in the local cache; give a local copy with --data-dir (the "
+                    f"GLUE/CoNLL layout) or {ENV_DATA_DIR}")
+
+
+def _hub_cached(path: str) -> bool:
+    """Whether ``datasets`` or the hub cache holds anything of dataset ``path`` (it may then load offline)."""
+    from datasets import config
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (Path(config.HF_DATASETS_CACHE) / path.replace("/", "___")).is_dir() or (
+        Path(HF_HUB_CACHE) / f"datasets--{path.replace('/', '--')}").is_dir()
 
 
 def _hub_label_name(task: TaskSpec, label: Any, where: str) -> Any:
