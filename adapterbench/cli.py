@@ -74,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun runs whose record is already ok "
                      "(the old record is moved to superseded/)")
     run.add_argument("--log-to", dest="log_to", default=None,
-                     help="also log each run to an experiment tracker: mlflow (pip install \"adapterbench[mlflow]\")")
+                     help="also log each run to experiment trackers: mlflow, wandb, tensorboard (comma-separated; "
+                          "each an extra: pip install \"adapterbench[mlflow]\")")
+    run.add_argument("--experiment", default=None, help="with --log-to: the MLflow experiment, W&B project and "
+                     "TensorBoard folder (default adapterbench)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved matrix (each run's settings, "
+                     "learning rate and where it comes from, steps, done or pending) and an estimate of its "
+                     "time from the records already in --out; run and write nothing")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
     run.add_argument("--executor", default="local", help="local (this machine; the default) or ray (a Ray "
@@ -251,12 +257,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         specs = expand(variants, tasks, seeds, model or "minilm", profile or "quick", overrides, data_dir, out)
     if args.log_to:
-        from dataclasses import replace
-
         from adapterbench.harness.trackers import check_trackers
 
         check_trackers(_split(args.log_to))
-        specs = [replace(spec, trackers=_split(args.log_to)) for spec in specs]
+    elif args.experiment:
+        raise UserError("--experiment names the trackers' experiment; give --log-to mlflow, wandb or tensorboard")
     executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries,
                              args.in_process)
     if args.shard:
@@ -265,13 +270,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"shard {index}/{count}: {len(specs)} of the matrix's {whole} runs")
         if not specs:
             return 0
+    if args.dry_run:
+        from adapterbench.harness.plan import print_plan
+
+        return print_plan(specs, force=args.force)
     executor.prestart()  # the first worker imports torch while the preflight runs here
+    code, tracking = None, None
     try:
         preflight(specs)
+        if args.log_to:  # after the preflight: a matrix that never starts leaves no parent run behind
+            from adapterbench.harness.trackers import open_matrix
+
+            specs, tracking = open_matrix(specs, _split(args.log_to), args.experiment, args.argv)
         with _sigterm_interrupts():
             code = run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
     finally:
         executor.close()
+        if tracking is not None:
+            tracking.close(code)
     if args.answer and len({spec.variant for spec in specs}) > 1 and not args.shard:  # a shard's: a part's
         _print_answer(specs)
     return code
