@@ -270,6 +270,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"shard {index}/{count}: {len(specs)} of the matrix's {whole} runs")
         if not specs:
             return 0
+    args.specs = specs  # the runs of this matrix, for adapterbench.run
     if args.dry_run:
         from adapterbench.harness.plan import print_plan
 

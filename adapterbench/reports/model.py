@@ -253,10 +253,11 @@ def group_inputs(collection: Collection, *, alpha: float = 0.05,
     return inputs, evidence
 
 
-def build_report(collection: Collection, out: Path, sources: Sequence[str], *, alpha: float = 0.05,
+def build_report(collection: Collection, out: Path | None, sources: Sequence[str], *, alpha: float = 0.05,
                  n_resamples: int = N_RESAMPLES) -> Report:
     """Aggregate ``collection``, add intervals and the answer, and draw the charts into ``out`` (which must
-    exist); return the report model. ``n_resamples``: of every bootstrap and permutation test."""
+    exist; None: no charts, as ``adapterbench.results.summary`` needs); return the report model.
+    ``n_resamples``: of every bootstrap and permutation test."""
     inputs, evidence = group_inputs(collection, alpha=alpha, n_resamples=n_resamples)
     history_groups = group_keys(collection.history)
     colors = charts.palette(collection.latest["variant"].astype(str).tolist())
@@ -266,10 +267,12 @@ def build_report(collection: Collection, out: Path, sources: Sequence[str], *, a
         key, table = group.key, group.table
         section = sections[group.index] = GroupSection(group.index, table)
         stem = f"{group.index:02d}-{_slug(key.task)}"
-        for kind, title, caption, draw in _charts_of(key, table, collection.history[history_groups == key], colors):
-            if draw(out / f"{stem}-{kind}.png"):
-                section.charts.append(Chart(f"{stem}-{kind}.png", title, caption))
-        section.charts += _rank_charts(table, collection, stem, out)
+        if out is not None:
+            for kind, title, caption, draw in _charts_of(key, table, collection.history[history_groups == key],
+                                                         colors):
+                if draw(out / f"{stem}-{kind}.png"):
+                    section.charts.append(Chart(f"{stem}-{kind}.png", title, caption))
+            section.charts += _rank_charts(table, collection, stem, out)
         tasks.setdefault(key.task, []).append(section)
 
     answers = build_answer(inputs, evidence, alpha=alpha, n_resamples=n_resamples)
