@@ -363,31 +363,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "presets":
-        from adapterbench.presets import preset_rows
+    from adapterbench.listing import fit_table, list_rows
 
-        _print_table(("name", "paper", "runs", "from"), preset_rows())
-        return 0
-    if args.what == "variants":
-        from adapterbench.variants import VARIANTS
-
-        rows = []
-        for entry in VARIANTS.entries():
-            summary = variant_summary(entry)
-            rows.append((entry.name, summary.paper, f"lr={summary.default_lr:g} " + " ".join(
-                f"{k}={v}" for k, v in summary.defaults.items()), entry.origin))
-        for family in VARIANTS.families():
-            rows.append((f"{family.name}:<method>", "wraps PEFT's own implementation of <method>",
-                         "PEFT config fields", family.origin))
-    else:
-        from adapterbench.tasks import TASKS
-
-        rows = []
-        for entry in TASKS.entries():
-            task = entry.load()
-            rows.append((task.name, task.paper, f"{task.kind}, primary {task.primary_metric}, "
-                         f"eval {'+'.join(task.eval_splits)}, v{task.version}", entry.origin))
-    _print_table(("name", "paper", "defaults", "from"), rows)
+    print("\n".join(fit_table(*list_rows(args.what))))
     return 0
 
 
@@ -400,12 +378,6 @@ def variant_summary(entry: Any) -> Any:
         cls = entry.load()
         summary = Summary(cls.paper, cls.default_lr, dict(vars(cls.Config())))
     return summary
-
-
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    from adapterbench.reports.blocks import Cell, text_table
-
-    print("\n".join(text_table(header, [[Cell(str(c), numeric=False) for c in row] for row in rows], indent="")))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ import pytest
 
 from adapterbench import results
 from adapterbench.cli import main
-from adapterbench.harness.plan import PAPER_RATE, eta_seconds, lr_origin, progress_text
+from adapterbench.harness.plan import eta_seconds, progress_text
 from adapterbench.harness.settings import PROFILE_LR, PROFILE_TASK_LR, resolve_settings
+from adapterbench.listing import PAPER_RATE, lr_origin
 from adapterbench.testing import save_tiny_model
 from tests.test_sweep import make_sst2
 

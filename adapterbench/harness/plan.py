@@ -24,29 +24,15 @@ from adapterbench.errors import UserError
 from adapterbench.harness.loop import schedule_steps
 from adapterbench.harness.records import iter_records, read_record, record_path
 from adapterbench.harness.settings import (
-    PROFILE_LR,
-    PROFILE_TASK_LR,
     TrainSettings,
     resolve_lr,
     resolve_settings,
     split_overrides,
 )
+from adapterbench.listing import lr_origin
 from adapterbench.reports.blocks import Cell, text_table
 from adapterbench.reports.units import fmt_seconds
 from adapterbench.schema import PROCESS_S
-
-PAPER_RATE = "paper rate, not swept"
-
-
-def lr_origin(profile: str, variant: str, task: str | None, settings: TrainSettings) -> str:
-    """Where :func:`~adapterbench.harness.settings.resolve_lr` takes the rate from, in its order."""
-    if settings.lr is not None:
-        return "--set lr"
-    if variant in PROFILE_TASK_LR.get(profile, {}).get(task or "", {}):
-        return f"{profile} profile, swept on {task}"
-    if variant in PROFILE_LR.get(profile, {}):
-        return f"{profile} profile"
-    return PAPER_RATE
 
 
 @dataclass(frozen=True)
