@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--final-out", default=None,
                        help="results folder for the final runs (default <out>/final), e.g. a leaderboard's")
     sweep.add_argument("--force", action="store_true")
+    for flag, text in (("--executor", "local (default) or ray: where trials and finals run, as for bench run"),
+                       ("--address", "with --executor ray: 'auto' or HOST:PORT of an existing cluster"),
+                       ("--devices", "local executor: one run per GPU at a time ('0,1,3' or 'all')")):
+        sweep.add_argument(flag, default="local" if flag == "--executor" else None, help=text)
+    sweep.add_argument("--cpus-per-run", type=float, default=None, help="with --executor ray: CPUs per run")
+    sweep.add_argument("--retries", type=int, default=None, help="with --executor ray: resubmissions of a dead run")
     sweep.set_defaults(handler=_cmd_sweep, parser=sweep)
 
     history = sub.add_parser("history", help="the append-only store of nightly records: add, prune, list")
@@ -332,10 +338,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.holdout < 1:
         raise UserError(f"--holdout {args.holdout} is not allowed; give a positive number of examples")
     data_dir = args.data_dir or os.environ.get("ADAPTERBENCH_DATA_DIR")
+    from adapterbench.harness.executors import make_executor
+
+    executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries)
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
                      args.out or "results/sweep", holdout=args.holdout, force=args.force,
-                     final_out=args.final_out, trials_only=args.trials_only)
+                     final_out=args.final_out, trials_only=args.trials_only, executor=executor)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
