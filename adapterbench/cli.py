@@ -81,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun runs whose record is already ok "
                      "(the old record is moved to superseded/)")
     run.add_argument("--log-to", dest="log_to", default=None,
-                     help="also log each run to an experiment tracker: mlflow (pip install \"adapterbench[mlflow]\")")
+                     help="also log each run to experiment trackers: mlflow, wandb, tensorboard (comma-separated; "
+                          "each an extra: pip install \"adapterbench[mlflow]\")")
+    run.add_argument("--experiment", default=None, help="with --log-to: the MLflow experiment, W&B project and "
+                     "TensorBoard folder (default adapterbench)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved matrix (each run's settings, "
+                     "learning rate and where it comes from, steps, done or pending) and an estimate of its "
+                     "time from the records already in --out; run and write nothing")
     run.add_argument("--in-process", action="store_true",
                      help="run everything in this process (debugging; memory figures then include earlier runs)")
     run.add_argument("--executor", default="local", help="local (this machine; the default) or ray (a Ray "
@@ -118,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--final-out", default=None,
                        help="results folder for the final runs (default <out>/final), e.g. a leaderboard's")
     sweep.add_argument("--force", action="store_true")
+    for flag, text in (("--executor", "local (default) or ray: where trials and finals run, as for bench run"),
+                       ("--address", "with --executor ray: 'auto' or HOST:PORT of an existing cluster"),
+                       ("--devices", "local executor: one run per GPU at a time ('0,1,3' or 'all')")):
+        sweep.add_argument(flag, default="local" if flag == "--executor" else None, help=text)
+    sweep.add_argument("--cpus-per-run", type=float, default=None, help="with --executor ray: CPUs per run")
+    sweep.add_argument("--retries", type=int, default=None, help="with --executor ray: resubmissions of a dead run")
     sweep.set_defaults(handler=_cmd_sweep, parser=sweep)
 
     history = sub.add_parser("history", help="the append-only store of nightly records: add, prune, list")
@@ -261,12 +273,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         specs = expand(variants, tasks, seeds, model or "minilm", profile or "quick", overrides, data_dir, out)
     if args.log_to:
-        from dataclasses import replace
-
         from adapterbench.harness.trackers import check_trackers
 
         check_trackers(_split(args.log_to))
-        specs = [replace(spec, trackers=_split(args.log_to)) for spec in specs]
+    elif args.experiment:
+        raise UserError("--experiment names the trackers' experiment; give --log-to mlflow, wandb or tensorboard")
     executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries,
                              args.in_process)
     if args.shard:
@@ -275,13 +286,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"shard {index}/{count}: {len(specs)} of the matrix's {whole} runs")
         if not specs:
             return 0
+    args.specs = specs  # the runs of this matrix, for adapterbench.run
+    if args.dry_run:
+        from adapterbench.harness.plan import print_plan
+
+        return print_plan(specs, force=args.force)
     executor.prestart()  # the first worker imports torch while the preflight runs here
+    code, tracking = None, None
     try:
         preflight(specs)
+        if args.log_to:  # after the preflight: a matrix that never starts leaves no parent run behind
+            from adapterbench.harness.trackers import open_matrix
+
+            specs, tracking = open_matrix(specs, _split(args.log_to), args.experiment, args.argv)
         with _sigterm_interrupts():
             code = run_matrix(specs, force=args.force, argv=args.argv, executor=executor)
     finally:
         executor.close()
+        if tracking is not None:
+            tracking.close(code)
     if args.answer and len({spec.variant for spec in specs}) > 1 and not args.shard:  # a shard's: a part's
         _print_answer(specs)
     return code
@@ -325,10 +348,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.holdout < 1:
         raise UserError(f"--holdout {args.holdout} is not allowed; give a positive number of examples")
     data_dir = args.data_dir or os.environ.get("ADAPTERBENCH_DATA_DIR")
+    from adapterbench.harness.executors import make_executor
+
+    executor = make_executor(args.executor, args.address, args.devices, args.cpus_per_run, args.retries)
     return run_sweep(_split(args.variants), _split(args.tasks), parse_grid(args.grid), seeds or [0],
                      args.model or "minilm", args.profile or "quick", parse_overrides(args.overrides), data_dir,
                      args.out or f"{DEFAULT_OUT}/sweep", holdout=args.holdout, force=args.force,
-                     final_out=args.final_out, trials_only=args.trials_only)
+                     final_out=args.final_out, trials_only=args.trials_only, executor=executor)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -356,31 +382,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    if args.what == "presets":
-        from adapterbench.presets import preset_rows
+    from adapterbench.listing import fit_table, list_rows
 
-        _print_table(("name", "paper", "runs", "from"), preset_rows())
-        return 0
-    if args.what == "variants":
-        from adapterbench.variants import VARIANTS
-
-        rows = []
-        for entry in VARIANTS.entries():
-            summary = variant_summary(entry)
-            rows.append((entry.name, summary.paper, f"lr={summary.default_lr:g} " + " ".join(
-                f"{k}={v}" for k, v in summary.defaults.items()), entry.origin))
-        for family in VARIANTS.families():
-            rows.append((f"{family.name}:<method>", "wraps PEFT's own implementation of <method>",
-                         "PEFT config fields", family.origin))
-    else:
-        from adapterbench.tasks import TASKS
-
-        rows = []
-        for entry in TASKS.entries():
-            task = entry.load()
-            rows.append((task.name, task.paper, f"{task.kind}, primary {task.primary_metric}, "
-                         f"eval {'+'.join(task.eval_splits)}, v{task.version}", entry.origin))
-    _print_table(("name", "paper", "defaults", "from"), rows)
+    print("\n".join(fit_table(*list_rows(args.what))))
     return 0
 
 
@@ -393,12 +397,6 @@ def variant_summary(entry: Any) -> Any:
         cls = entry.load()
         summary = Summary(cls.paper, cls.default_lr, dict(vars(cls.Config())))
     return summary
-
-
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    from adapterbench.reports.blocks import Cell, text_table
-
-    print("\n".join(text_table(header, [[Cell(str(c), numeric=False) for c in row] for row in rows], indent="")))
 
 
 if __name__ == "__main__":

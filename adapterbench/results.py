@@ -7,6 +7,7 @@
     runs = ab.load("results/baselines")          # one row per run (the newest record of each run)
     points = ab.load_points("results/baselines")   # one row per (run, evaluation point): DyLoRA ranks
     history = ab.load_history("results/baselines") # one row per (run, epoch)
+    table = ab.summary("results/baselines")        # the report's table: one row per configuration and point
 
 Records are read through :func:`adapterbench.harness.records.scan_records` (validated, migrated to the current
 schema); a file that is not a readable record is skipped with a warning naming it and the reason, and listed in
@@ -363,3 +364,33 @@ def export(paths: Sequence[str | Path], out: str | Path, fmt: str = "csv") -> li
         frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
         written.append(path)
     return written
+
+
+def summary(*paths: str | Path, tasks: Sequence[str] | str = (), variants: Sequence[str] | str = (),
+            models: Sequence[str] | str = (), alpha: float = 0.05, n_resamples: int | None = None) -> pd.DataFrame:
+    """The report's per-configuration table, exactly: the rows of ``table.csv`` that ``bench report`` writes for
+    the same records and filters (one row per comparable group, configuration and evaluation point: mean, std,
+    the report's 95% interval and which one, the answer's rank and verdict, every metric and measurement).
+
+    It is built by the report's own code (:func:`adapterbench.reports.model.build_report` without charts, then
+    :func:`adapterbench.reports.csvfile.table_csv`), so nothing here recomputes an interval: a t interval over
+    seeds computed by hand in pandas is not the report's (which also bootstraps over examples and shows the
+    wider of the two).
+    """
+    import io
+
+    from adapterbench.reports.collect import Collection, filter_records, load_records
+    from adapterbench.reports.csvfile import table_csv
+    from adapterbench.reports.model import build_report
+    from adapterbench.stats.intervals import N_RESAMPLES
+
+    def names(value: Sequence[str] | str) -> list[str]:
+        return [value] if isinstance(value, str) else list(value)
+
+    paths = paths or ("results",)
+    tasks, variants, models = names(tasks), names(variants), names(models)
+    found, skipped = load_records(paths)
+    found = filter_records(found, tasks, variants, models)
+    report = build_report(Collection.of(found, skipped), None, [str(p) for p in paths], alpha=alpha,
+                          n_resamples=N_RESAMPLES if n_resamples is None else n_resamples)
+    return pd.read_csv(io.StringIO(table_csv(report)), keep_default_na=False, na_values=[""])

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class Context:
     total: int
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     done: int = 0
+    started: float = field(default_factory=time.perf_counter)  # the matrix's start, for the ETA
 
     def title(self, job: Job, where: str | None = None) -> str:
         from adapterbench.harness.matrix import task_label
@@ -67,8 +69,19 @@ class Context:
         """Print a finished run's lines together (parallel runs would otherwise interleave them)."""
         with self._lock:
             self.done += 1
-            print(f"{self.title(job, where)} (done {self.done}/{self.total})\n{lines.rstrip()}", file=self.stream,
-                  flush=True)
+            print(f"{self.title(job, where)} (done {self.done}/{self.total})\n{lines.rstrip()}\n  {self.progress()}",
+                  file=self.stream, flush=True)
+
+    def finished(self) -> None:
+        """One more run finished (an executor that prints its runs' lines as they come): ``run k/N, ETA``."""
+        with self._lock:
+            self.done += 1
+            print(f"  {self.progress()}", file=self.stream, flush=True)
+
+    def progress(self) -> str:
+        from adapterbench.harness.plan import progress_text
+
+        return progress_text(time.perf_counter() - self.started, self.done, self.total)
 
 
 class Executor(ABC):
@@ -129,6 +142,7 @@ class LocalExecutor(Executor):
                                                     worker=self._spare)
                 if self._spare is not None and self._spare.process.returncode is not None:
                     self._spare = None  # it ran this job (or died): the next run starts its own
+                context.finished()
         finally:
             self.close()
         return outcomes

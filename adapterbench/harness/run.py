@@ -64,6 +64,8 @@ class RunSpec:
     tags: dict[str, Any] = field(default_factory=dict)
     # Experiment trackers that also get the run (``--log-to mlflow``); never part of the identity.
     trackers: list[str] = field(default_factory=list)
+    # Where they write and which matrix the run belongs to (trackers.open_matrix); never part of the identity.
+    tracker_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -225,7 +227,7 @@ def execute(spec: RunSpec, progress: Any = None) -> dict[str, Any]:
     """Run ``spec`` and return its record (never raises for a failed run; ``UserError`` is recorded too)."""
     wall_start = time.perf_counter()
     record = base_record(spec)
-    trackers = make_trackers(spec.trackers) if spec.trackers else []
+    trackers = make_trackers(spec.trackers, spec.tracker_options) if spec.trackers else []
     _notify(trackers, "run_started", record)
     try:
         _run(resolve(spec), record, progress, wall_start, trackers)

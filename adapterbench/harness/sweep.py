@@ -169,13 +169,16 @@ def final_overrides(variant: str, chosen: dict[str, Any], profile: str, task: st
 def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]], seeds: list[int], model: str,
               profile: str, overrides: dict[str, Any], data_dir: str | None, out: str, holdout: int = DEFAULT_HOLDOUT,
               trial_seed: int | None = None, force: bool = False, isolate: bool = True,
-              stream: TextIO | None = None, final_out: str | None = None, trials_only: bool = False) -> int:
+              stream: TextIO | None = None, final_out: str | None = None, trials_only: bool = False,
+              executor: Any = None) -> int:
     """Trials, selection and finals (see the module docstring); returns 0 when every final run is ok.
 
     ``final_out`` puts the finals in another results folder (default ``<out>/final``), for example the
     leaderboard's, where runs with the same identity are then already done. ``trials_only`` stops after the
     trials and, once every trial is done, the selection (``sweep.json``, ``sweep.md``): several processes can share
     the trials of one sweep, each claiming runs, and the finals can run elsewhere (for example a leaderboard matrix).
+    ``executor``: where the trials and the finals run, as for ``bench run``
+    (:func:`~adapterbench.harness.executors.make_executor`; default one after another here): they are ordinary runs.
     """
     out_dir = Path(out)
     name = out_dir.name
@@ -190,7 +193,7 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
     trials = plan_trials(variants, tasks, grid, trial_seed, model, profile, overrides, data_dir, out_dir, holdout,
                          name)
     preflight(trials)
-    trials_code = run_matrix(trials, force=force, isolate=isolate, stream=stream)
+    trials_code = run_matrix(trials, force=force, isolate=isolate, stream=stream, executor=executor)
     if trials_only and any(_read(record_path(Path(t.out_dir), t.run_id)) is None for t in trials):
         return trials_code  # some trials are still running elsewhere (or were interrupted): no selection yet
     summary, finals = select_and_plan(trials, variants, tasks, grid, seeds, model, profile, overrides, data_dir,
@@ -204,7 +207,7 @@ def run_sweep(variants: list[str], tasks: list[str], grid: dict[str, list[Any]],
     if trials_only:
         return 0
     preflight(finals)
-    return run_matrix(finals, force=force, isolate=isolate, stream=stream)
+    return run_matrix(finals, force=force, isolate=isolate, stream=stream, executor=executor)
 
 
 def select_and_plan(trials: list[RunSpec], variants: list[str], tasks: list[str], grid: dict[str, list[Any]],

@@ -71,6 +71,7 @@ class Row:
     stats: dict[str, Stat | None] = field(default_factory=dict)
     best: set[str] = field(default_factory=set)  # column keys where this row holds the best value
     pareto: bool = False
+    environments: list[str] = field(default_factory=list)  # its runs' environment fingerprint ids (model.py)
 
     def mean(self, key: str) -> float | None:
         s = self.stats.get(key)
@@ -91,6 +92,7 @@ class GroupTable:
     rows: list[Row]
     points_axis: str | None = None  # how the variants of this table name their evaluation points
     points_scale: str | None = None
+    environments: dict[str, str] = field(default_factory=dict)  # fingerprint id -> its description (model.py)
 
 
 def _numeric(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:

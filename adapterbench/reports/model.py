@@ -126,6 +126,7 @@ def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART) -> list[tup
     variant, n and Pareto columns."""
     headers, rows = table_cells(table)
     lead = 3  # variant, n, Pareto
+    mixed = environment_marks(table)
     metrics = [i for i, c in enumerate(table.columns, start=lead) if c.kind == "metric"]
     sizes = [i for i, c in enumerate(table.columns, start=lead)
              if c.kind != "metric" and c.key.split("/")[0] in SIZE_NAMESPACES]
@@ -135,8 +136,38 @@ def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART) -> list[tup
              for n, chunk in enumerate(chunks, start=1)]
     parts += [(caption, columns) for caption, columns in (("size (means over seeds)", sizes),
                                                           ("time and memory (means over seeds)", speed)) if columns]
-    return [(caption, [*headers[:lead], *(headers[i] for i in columns)],
-             [[*r[:lead], *(r[i] for i in columns)] for r in rows]) for caption, columns in parts]
+    out = [(caption, [*headers[:lead], *(headers[i] for i in columns)],
+            [[*r[:lead], *(r[i] for i in columns)] for r in rows]) for caption, columns in parts]
+    if mixed and speed:  # time and memory from other machines, threads or versions: each row says which
+        caption, part_headers, part_rows = out[-1]
+        names = ", ".join(f"{label} = {table.environments[e]}" for e, label in mixed.items())
+        out[-1] = (f"{caption}; from {len(mixed)} environments: compare time and memory only between rows of one "
+                   f"environment ({names}; E1+E2: a mean over both)",
+                   [*part_headers[:lead], "environment", *part_headers[lead:]],
+                   [[*r[:lead], Cell("+".join(mixed[e] for e in row.environments) or "—", numeric=False), *r[lead:]]
+                    for r, row in zip(part_rows, table.rows)])
+    return out
+
+
+def environment_marks(table: GroupTable) -> dict[str, str]:
+    """``{fingerprint id: "E1", ...}`` when the table's runs come from more than one environment, else ``{}``."""
+    found = sorted({e for row in table.rows for e in row.environments})
+    return {e: f"E{i}" for i, e in enumerate(found, start=1)} if len(found) > 1 else {}
+
+
+def label_environments(table: GroupTable, runs: pd.DataFrame) -> None:
+    """Each row's environment fingerprints (``results`` column ``env_fingerprint``; records without one are
+    left out) and a description of each: device, torch threads, torch version, precision."""
+    scoped = runs[runs["run_id"].isin({r for row in table.rows for r in row.run_ids})]
+    ids = dict(zip(scoped["run_id"], scoped["env_fingerprint"]))
+    for row in table.rows:
+        row.environments = sorted({str(ids[r]) for r in row.run_ids if r in ids and not pd.isna(ids[r])})
+    for env, group in scoped.groupby("env_fingerprint"):
+        first = group.iloc[0]
+        table.environments[str(env)] = ", ".join(
+            str(first[c]) + suffix for c, suffix in (("env.device_name", ""), ("env.torch_threads", " threads"),
+                                                     ("env.torch", ""), ("training.precision", ""))
+            if c in group and not pd.isna(first[c])) or str(env)
 
 
 def failed_table(failed: pd.DataFrame) -> list[list[Cell]]:
@@ -247,16 +278,18 @@ def group_inputs(collection: Collection, *, alpha: float = 0.05,
     evidence, inputs = Evidence(), []
     for index, key in enumerate(order, start=1):
         table = aggregate_group(points[point_groups == key], ok)
+        label_environments(table, ok)
         evals = group_evaluations(points[point_groups == key], ok)
         fill_intervals(table, evals, evidence, level=1 - alpha, n_resamples=n_resamples)
         inputs.append(GroupInput(index, key, table, evals))
     return inputs, evidence
 
 
-def build_report(collection: Collection, out: Path, sources: Sequence[str], *, alpha: float = 0.05,
+def build_report(collection: Collection, out: Path | None, sources: Sequence[str], *, alpha: float = 0.05,
                  n_resamples: int = N_RESAMPLES) -> Report:
     """Aggregate ``collection``, add intervals and the answer, and draw the charts into ``out`` (which must
-    exist); return the report model. ``n_resamples``: of every bootstrap and permutation test."""
+    exist; None: no charts, as ``adapterbench.results.summary`` needs); return the report model.
+    ``n_resamples``: of every bootstrap and permutation test."""
     inputs, evidence = group_inputs(collection, alpha=alpha, n_resamples=n_resamples)
     history_groups = group_keys(collection.history)
     colors = charts.palette(collection.latest["variant"].astype(str).tolist())
@@ -266,10 +299,12 @@ def build_report(collection: Collection, out: Path, sources: Sequence[str], *, a
         key, table = group.key, group.table
         section = sections[group.index] = GroupSection(group.index, table)
         stem = f"{group.index:02d}-{_slug(key.task)}"
-        for kind, title, caption, draw in _charts_of(key, table, collection.history[history_groups == key], colors):
-            if draw(out / f"{stem}-{kind}.png"):
-                section.charts.append(Chart(f"{stem}-{kind}.png", title, caption))
-        section.charts += _rank_charts(table, collection, stem, out)
+        if out is not None:
+            for kind, title, caption, draw in _charts_of(key, table, collection.history[history_groups == key],
+                                                         colors):
+                if draw(out / f"{stem}-{kind}.png"):
+                    section.charts.append(Chart(f"{stem}-{kind}.png", title, caption))
+            section.charts += _rank_charts(table, collection, stem, out)
         tasks.setdefault(key.task, []).append(section)
 
     answers = build_answer(inputs, evidence, alpha=alpha, n_resamples=n_resamples)
