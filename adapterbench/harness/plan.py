@@ -69,14 +69,15 @@ def plan_run(spec: Any, force: bool, sizes: dict[str, int | None]) -> PlannedRun
 
     variant_cls = VARIANTS.entry(spec.variant).load()
     train_over, _ = split_overrides(spec.overrides, spec.variant, variant_cls.config_keys())
-    settings = resolve_settings(spec.profile, train_over)
+    settings = resolve_settings(spec.profile, train_over, spec.task)
     origin = lr_origin(spec.profile, spec.variant, spec.task, settings)
     lr = resolve_lr(spec.profile, spec.variant, variant_cls.default_lr, settings, spec.task)
     n_train, steps = _train_size(spec, sizes), None
     if n_train is not None:
-        available = max(0, n_train - settings.holdout_samples)
+        budget = min(n_train, settings.max_train_samples or n_train)  # held-out examples leave the data only
+        available = max(0, n_train - (settings.holdout_samples or settings.eval_holdout))
         n_train = min(available, settings.max_train_samples or available)
-        steps = schedule_steps(n_train, settings)[1]
+        steps = schedule_steps(budget, settings)[1]
     try:
         record = read_record(record_path(Path(spec.out_dir), spec.run_id))
     except (OSError, ValueError):
