@@ -42,10 +42,11 @@ def test_dry_run_of_the_leaderboard_matrix_on_an_empty_folder_writes_nothing(tmp
     text = capsys.readouterr().out
     assert not out.exists()
     table = rows(text)
-    assert len(table) == 108 and text.startswith("dry run: 108 runs (9 variants x 4 tasks x 3 seeds), 0 done, 108")
+    assert len(table) == 162 and text.startswith("dry run: 162 runs (9 variants x 6 tasks x 3 seeds), 0 done, 162")
     by = {(r[1], r[2], r[3]): r for r in table}
-    # The matrix file's own figures: 5,000 examples x 2 epochs = 314 steps; MRPC's whole split 3,668 = 230 steps.
-    assert by[("sst2", "lora", "0")][9:11] == ["5000", "314"] and by[("mrpc", "lora", "0")][9:11] == ["3668", "230"]
+    # The profile's figures: SST-2 5,000 examples x 2 epochs = 314 steps; MRPC its whole split 3,668 for the quick
+    # profile's step budget of the small tasks (PROFILE_TASK_SETTINGS), 1,000 steps.
+    assert by[("sst2", "lora", "0")][9:11] == ["5000", "314"] and by[("mrpc", "lora", "0")][9:11] == ["3668", "1000"]
     assert by[("stsb", "lora", "1")][4:6] == [f"{PROFILE_TASK_LR['quick']['stsb']['lora']:g}",
                                              "quick profile, swept on stsb"]
     assert by[("sst2", "adalora", "2")][4:6] == [f"{PROFILE_LR['quick']['adalora']:g}", "quick profile"]
@@ -62,14 +63,17 @@ def test_dry_run_against_the_committed_records_estimates_pending_runs(capsys):
     assert code == 0 and snapshot(RECORDS) == before  # nothing written, nothing moved
     text = capsys.readouterr().out
     table = rows(text)
-    assert {r[12] for r in table if r[3] == "0"} == {"done"} and {r[12] for r in table if r[3] == "7"} == {"pending"}
+    # SST-2's seed-0 records are done; MRPC's were trained before the quick profile's step budget: stale.
+    assert {r[12] for r in table if r[3] == "0" and r[1] == "sst2"} == {"done"}
+    assert {r[12] for r in table if r[3] == "0" and r[1] == "mrpc"} == {"stale (settings changed)"}
+    assert {r[12] for r in table if r[3] == "7"} == {"pending"}
     # The estimate: per pending run, the mean recorded process time of its task and variant (here via pandas).
     runs = results.load(RECORDS)
     runs = runs[(runs["status"] == "ok") & (runs["profile"] == "quick")]
     means = runs.groupby(["task", "variant"])["time/process_s"].mean()
-    expected = sum(means[(r[1], r[2])] for r in table if r[3] == "7")
+    expected = sum(means[(r[1], r[2])] for r in table if r[12] != "done")
     line = next(line for line in text.splitlines() if line.startswith("estimate:"))
-    assert "for 18 of the 18 runs to do" in line
+    assert "for 27 of the 27 runs to do" in line  # 18 new seeds, 9 stale MRPC records
     from adapterbench.reports.units import fmt_seconds
 
     assert f"about {fmt_seconds(expected)} of run time" in line
