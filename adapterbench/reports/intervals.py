@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adapterbench import stats
+from adapterbench import progress, stats
 from adapterbench.harness.records import read_predictions
 from adapterbench.reports.aggregate import GroupTable, Row, evaluations
 from adapterbench.stats.intervals import N_RESAMPLES
@@ -90,6 +90,7 @@ class Evidence:
     def __init__(self) -> None:
         self._sidecars: dict[str, dict[str, Any] | None] = {}
         self._specs: dict[tuple[str, str, str, str], Any] = {}
+        self._aligned: dict[tuple, RowPredictions | None] = {}
 
     def sidecar(self, source: str, file: Any) -> dict[str, Any] | None:
         if not isinstance(file, str) or not file:
@@ -102,6 +103,13 @@ class Evidence:
     def predictions(self, runs: pd.DataFrame, split: str, point: Any) -> RowPredictions | None:
         """The aligned predictions of ``runs`` (rows with ``seed``, ``source``, ``predictions_file``) at
         ``point`` on ``split``; None unless every run has them."""
+        files = getattr(runs, "predictions_file", pd.Series([None] * len(runs), index=runs.index))
+        key = (tuple(zip(runs["source"].astype(str), files, runs["seed"])), split, sidecar_key(point))
+        if key not in self._aligned:  # each metric column of a row, and the answer, ask again
+            self._aligned[key] = self._predictions(runs, split, point)
+        return self._aligned[key]
+
+    def _predictions(self, runs: pd.DataFrame, split: str, point: Any) -> RowPredictions | None:
         per_seed = {}
         for run in runs.itertuples():
             side = self.sidecar(str(run.source), getattr(run, "predictions_file", None))
@@ -197,6 +205,7 @@ def seed_values(runs: pd.DataFrame, column: str) -> dict[Any, float]:
 def fill_intervals(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, *, level: float = 0.95,
                    n_resamples: int = N_RESAMPLES, rng: Any = 0) -> None:
     """Set ``interval`` and ``interval_kind`` of every metric stat of ``table`` (module docstring)."""
+    progress.note(f"intervals: {table.key.task}, {len(table.rows)} rows")
     for row in table.rows:
         runs = row_runs(evals, row)
         for key, column in metric_columns(table).items():

@@ -17,11 +17,13 @@ entry is recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +69,37 @@ def _json_item(value: Any) -> Any:
     raise TypeError(f"cannot key a {type(value).__name__}")
 
 
+_digests: dict[int, tuple[Any, str]] | None = None  # in a session: id -> (the object, kept alive; digest)
+
+
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """Within the block, a list's digest is computed once per list object: a report passes the same aligned
+    prediction lists for every metric column of a row, and never changes them. Outside a session every call
+    hashes its inputs again, so a caller that changes a list in place always gets fresh statistics."""
+    global _digests
+    saved, _digests = _digests, {}
+    try:
+        yield
+    finally:
+        _digests = saved
+
+
+def _digest(values: Any) -> str:
+    """SHA-256 of :func:`_canonical` (memoised per list object within a :func:`session`)."""
+    if _digests is None or not isinstance(values, list):
+        return hashlib.sha256(_canonical(values)).hexdigest()
+    found = _digests.get(id(values))
+    if found is not None and found[0] is values:
+        return found[1]
+    digest = hashlib.sha256(_canonical(values)).hexdigest()
+    _digests[id(values)] = (values, digest)
+    return digest
+
+
 def content_key(sums_key: str, predictions: Any, references: Any) -> str:
-    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{sums_key}\0".encode())
-    digest.update(_canonical(predictions))
-    digest.update(b"\0")
-    digest.update(_canonical(references))
-    return digest.hexdigest()
+    return hashlib.sha256(f"{CACHE_FORMAT}\0{sums_key}\0{_digest(predictions)}\0{_digest(references)}".encode()
+                          ).hexdigest()
 
 
 def _remember(key: str, value: np.ndarray) -> np.ndarray:

@@ -153,11 +153,12 @@ def example_bootstrap(metric: Metric, predictions: Sequence[Any], references: An
         blocks = [metric_sums(metric, p, references) for p in predictions]
         value, low, high, dist, used = resample.bootstrap_sums(blocks, weights, metric.from_sums, level=level,
                                                                n_resamples=n_resamples, method=method, rng=rng)
-    elif metric.weighted is not None and method == "percentile":
+    elif metric.weighted is not None and method == "percentile":  # columns: (predictions, references)
         per_seed = [metric.columns(p, references) for p in predictions]
         value = float(np.mean([metric.statistic(*cols) for cols in per_seed]))
-        dist, low, high = resample.bootstrap_weighted(per_seed, weights, metric.weighted, level=level,
-                                                      n_resamples=n_resamples, rng=rng)
+        dist, low, high = resample.bootstrap_weighted([cols[0] for cols in per_seed], per_seed[0][1], weights,
+                                                      metric.weighted, level=level, n_resamples=n_resamples,
+                                                      rng=rng)
         used = "percentile"
     else:
         per_seed = [metric.columns(p, references) for p in predictions]

@@ -23,13 +23,13 @@ A registered metric builds a :class:`Metric`, which carries three forms of the s
 Sufficient statistics by kind (the formulas; ``tests/test_stats_registry.py`` checks them against
 scikit-learn, scipy and seqeval on random data):
 
-* classification with ``k`` classes: the one-hot confusion cell ``ref * k + pred`` (``q = k^2``); summed, the
-  confusion matrix ``C`` (rows true): accuracy ``= tr C / sum C``; F1 of class 1 ``= 2 TP / (2 TP + FP + FN)``
+* classification with ``k`` classes: one-hots of the true class and of the confusion cells ``(r, j >= 1)``
+  (``q = k^2``); summed, the confusion matrix ``C`` (rows true; ``C[r, 0]`` = row total minus the rest): accuracy ``= tr C / sum C``; F1 of class 1 ``= 2 TP / (2 TP + FP + FN)``
   for ``k = 2`` (GLUE's MRPC/QQP F1), else the unweighted mean over the classes that occur (scikit-learn's
   macro); Matthews ``(c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))`` with ``t = C.sum(1)``, ``p = C.sum(0)``,
   ``c = tr C``, ``s = sum C`` (Gorodkin, 2004). F1 and MCC are 0.0 where undefined (scikit-learn's convention);
-* regression, Pearson: ``(1, x, y, x^2, y^2, x y)`` with ``x``, ``y`` shifted by their means (fewer
-  cancellations; r is shift-invariant): ``r = S_xy' / sqrt(S_xx' S_yy')`` with ``S_ab' = S_ab - S_a S_b / S_1``.
+* regression, Pearson: ``(1, x, y, x^2, y^2, x y)`` with ``x``, ``y`` shifted by the references' mean (fewer
+  cancellations; r is shift-invariant; one shift for every prediction set, so sums of two sets can be swapped): ``r = S_xy' / sqrt(S_xx' S_yy')`` with ``S_ab' = S_ab - S_a S_b / S_1``.
   **Undefined (NaN)** when either input is constant: a correlation with a constant is not 0, it does not exist;
 * regression, Spearman: Pearson's r of the mid-ranks (``scipy.stats.rankdata``); NaN when either is constant;
 * token classification: per sentence ``(correct entities, predicted, reference, correct tokens, tokens)``,
@@ -77,7 +77,8 @@ class Metric:
     sums: Callable[[Any, Any], np.ndarray] | None = None  # (predictions, references) -> (n, q) float64
     from_sums: Callable[[np.ndarray], np.ndarray] | None = None  # (..., q) -> (...)
     sums_key: str | None = None  # equal keys: equal sums for equal inputs (shared extraction, cache key)
-    weighted: Callable[..., np.ndarray] | None = None  # (counts (B, n), *columns) -> (B,)
+    # (counts (B, n), [predictions (n,) per seed], references (n,)) -> (B, seeds)
+    weighted: Callable[..., np.ndarray] | None = None
     n_columns: int = 1  # len(columns(...)): sizes BCa's jackknife as the columns form did (intervals.default_method)
 
     def value(self, predictions: Any, references: Any) -> float:
@@ -166,29 +167,48 @@ def confusion(codes: np.ndarray, k: int) -> np.ndarray:
     return counts.reshape(*lead, k, k).astype(np.float64)
 
 
-def _accuracy(c: np.ndarray) -> np.ndarray:
-    return _ratio(np.trace(c, axis1=-2, axis2=-1), c.sum(axis=(-2, -1)))
+Cells = list[list[np.ndarray]]  # cells[r][j]: the count of (true r, predicted j), each of shape (...)
 
 
-def _f1(c: np.ndarray) -> np.ndarray:
-    tp = np.diagonal(c, axis1=-2, axis2=-1)
-    fp, fn = c.sum(axis=-2) - tp, c.sum(axis=-1) - tp
-    denominator = 2 * tp + fp + fn
-    per_class = _ratio(2 * tp, denominator)
-    if c.shape[-1] <= 2:
-        return per_class[..., -1]  # the positive class (index 1)
-    present = denominator > 0
-    return per_class.sum(-1) / np.maximum(present.sum(-1), 1)
+def _cells(c: np.ndarray) -> Cells:
+    """Confusion counts ``(..., k, k)`` -> ``cells[r][j]``."""
+    k = c.shape[-1]
+    return [[c[..., r, j] for j in range(k)] for r in range(k)]
 
 
-def _mcc(c: np.ndarray) -> np.ndarray:
-    t, p = c.sum(axis=-1), c.sum(axis=-2)
-    trace, s = np.trace(c, axis1=-2, axis2=-1), c.sum(axis=(-2, -1))
-    denominator = np.sqrt(np.maximum((s * s - (p * p).sum(-1)) * (s * s - (t * t).sum(-1)), 0.0))
-    return _ratio(trace * s - (t * p).sum(-1), denominator)
+def _margins(cells: Cells) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """``(t, p, trace, s)``: row sums, column sums (lists), ``tr C`` and ``sum C``. Sums over the ``k^2`` cells
+    rather than numpy reductions over two tiny trailing axes, which are several times slower on batches."""
+    k = len(cells)
+    t = [sum(cells[r]) for r in range(k)]
+    p = [sum(cells[r][j] for r in range(k)) for j in range(k)]
+    return t, p, sum(cells[i][i] for i in range(k)), sum(t)
 
 
-def _classification(name: str, formula: Callable[[np.ndarray], np.ndarray], num_labels: int,
+def _accuracy(cells: Cells) -> np.ndarray:
+    _, _, trace, s = _margins(cells)
+    return _ratio(trace, s)
+
+
+def _f1(cells: Cells) -> np.ndarray:
+    t, p, _, _ = _margins(cells)
+    k = len(cells)
+    # per class: 2 TP / (2 TP + FP + FN) = 2 TP / (row sum + column sum)
+    per_class = [_ratio(2 * cells[i][i], t[i] + p[i]) for i in range(k)]
+    if k <= 2:
+        return per_class[-1]  # the positive class (index 1)
+    present = sum((t[i] + p[i] > 0).astype(np.float64) for i in range(k))
+    return sum(per_class) / np.maximum(present, 1)
+
+
+def _mcc(cells: Cells) -> np.ndarray:
+    t, p, trace, s = _margins(cells)
+    tt, pp, tp = (sum(a * b for a, b in zip(x, y)) for x, y in ((t, t), (p, p), (t, p)))
+    denominator = np.sqrt(np.maximum((s * s - pp) * (s * s - tt), 0.0))
+    return _ratio(trace * s - tp, denominator)
+
+
+def _classification(name: str, formula: Callable[[Cells], np.ndarray], num_labels: int,
                     bounds: tuple[float, float]) -> Metric:
     k = max(int(num_labels), 2)
 
@@ -203,17 +223,25 @@ def _classification(name: str, formula: Callable[[np.ndarray], np.ndarray], num_
         return (ref * k + pred,)
 
     def statistic(codes: np.ndarray, axis: int = -1) -> np.ndarray:
-        return formula(confusion(np.moveaxis(np.asarray(codes), axis, -1), k))
+        return formula(_cells(confusion(np.moveaxis(np.asarray(codes), axis, -1), k)))
 
     def sums(predictions: Any, references: Any) -> np.ndarray:
+        # One-hot of the true class (k columns), then of the cells (r, j >= 1) (k (k - 1) columns); the cell
+        # (r, 0) is the row total minus the others. The first k columns are equal for two prediction sets on the
+        # same references, so a sign flip moves only the k (k - 1) others (resample.sign_flip_nulls drops the
+        # columns where two sides never differ).
         (codes,) = columns(predictions, references)
+        ref, pred = codes // k, codes % k
         out = np.zeros((len(codes), k * k))
-        out[np.arange(len(codes)), codes] = 1.0
+        out[np.arange(len(codes)), ref] = 1.0
+        off = pred >= 1
+        out[np.flatnonzero(off), k + ref[off] * (k - 1) + pred[off] - 1] = 1.0
         return out
 
     def from_sums(s: np.ndarray) -> np.ndarray:
         s = np.asarray(s, dtype=np.float64)
-        return formula(s.reshape(*s.shape[:-1], k, k))
+        rest = [[s[..., k + r * (k - 1) + j - 1] for j in range(1, k)] for r in range(k)]
+        return formula([[s[..., r] - sum(rest[r]), *rest[r]] for r in range(k)])
 
     def correct(predictions: Any, references: Any) -> np.ndarray:
         return (np.asarray(predictions).reshape(-1) == np.asarray(references).reshape(-1)).astype(np.int64)
@@ -283,7 +311,10 @@ def _pearson_metric(num_labels: int = 2, labels: Sequence[str] | None = None) ->
 
     def sums(predictions: Any, references: Any) -> np.ndarray:
         x, y = _regression_columns(predictions, references)
-        x, y = x - x.mean(), y - y.mean()
+        # Both shifted by the references' mean: one constant for every prediction set on these references, so
+        # that two sets' per-example sums can be swapped (a shift by each set's own mean could not).
+        shift = y.mean()
+        x, y = x - shift, y - shift
         return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
 
     def from_sums(s: np.ndarray) -> np.ndarray:
@@ -303,9 +334,16 @@ def weighted_midranks(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """
     order = np.argsort(values, kind="stable")
     sorted_values = values[order]
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    new_group = sorted_values[1:] != sorted_values[:-1]
+    if new_group.all():  # no ties (continuous predictions): each example is its own group
+        in_order = counts[:, order]
+        mid = np.cumsum(in_order, axis=1) - (in_order - 1) / 2
+        out = np.empty_like(mid)
+        out[:, order] = mid
+        return out
+    starts = np.flatnonzero(np.r_[True, new_group])
     group_of = np.empty(len(values), dtype=np.int64)
-    group_of[order] = np.cumsum(np.r_[False, sorted_values[1:] != sorted_values[:-1]])
+    group_of[order] = np.cumsum(np.r_[False, new_group])
     per_group = np.add.reduceat(counts[:, order], starts, axis=1)
     mid = np.cumsum(per_group, axis=1) - (per_group - 1) / 2
     return mid[:, group_of]
@@ -320,13 +358,19 @@ def _spearman_metric(num_labels: int = 2, labels: Sequence[str] | None = None) -
         pred, ref = np.moveaxis(np.asarray(pred), axis, -1), np.moveaxis(np.asarray(ref), axis, -1)
         return pearson_last_axis(sps.rankdata(pred, axis=-1), sps.rankdata(ref, axis=-1))
 
-    def weighted(counts: np.ndarray, pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    def weighted(counts: np.ndarray, preds: Sequence[np.ndarray], ref: np.ndarray) -> np.ndarray:
+        """(B, S): rho of each seed's predictions on each resample; the references ranked once for all seeds."""
         w = np.asarray(counts, dtype=np.float64)
-        rx, ry = weighted_midranks(pred, w), weighted_midranks(ref, w)
-        rx -= (w * rx).sum(-1, keepdims=True) / w.sum(-1, keepdims=True)  # centred: fewer cancellations
-        ry -= (w * ry).sum(-1, keepdims=True) / w.sum(-1, keepdims=True)
-        return _pearson_from_moments(w.sum(-1), (w * rx).sum(-1), (w * ry).sum(-1), (w * rx * rx).sum(-1),
-                                     (w * ry * ry).sum(-1), (w * rx * ry).sum(-1))
+        total = w.sum(-1)
+        centre = ((total + 1) / 2)[:, None]  # the weighted mean of any resample's mid-ranks: centred sums are 0
+        ry = weighted_midranks(np.asarray(ref, dtype=np.float64), w) - centre
+        wry = w * ry
+        syy, zero = (wry * ry).sum(-1), np.zeros_like(total)
+        out = []
+        for pred in preds:
+            rx = weighted_midranks(np.asarray(pred, dtype=np.float64), w) - centre
+            out.append(_pearson_from_moments(total, zero, zero, (w * rx * rx).sum(-1), syy, (wry * rx).sum(-1)))
+        return np.stack(out, axis=-1)
 
     # Spearman re-ranks every resample: its n-row jackknife costs n^2 log n, so its intervals are percentile.
     return Metric("spearmanr", _regression_columns, statistic, bca=False, bounds=(-1.0, 1.0), weighted=weighted,
@@ -340,27 +384,37 @@ def regression_metric(name: str) -> Metric:
 
 # ---- token classification ------------------------------------------------------------------------------------
 @lru_cache(maxsize=200_000)
-def _entities(tags: tuple[str, ...]) -> frozenset:
-    """seqeval's entities of one sentence, memoised: most predicted sentences repeat (equal to the reference, or
-    to another run's), so each distinct tag sequence is parsed once per process."""
+def _entities(ids: tuple[int, ...], labels: tuple[str, ...]) -> frozenset:
+    """seqeval's entities of one sentence of tag indices, memoised: most predicted sentences repeat (equal to the
+    reference, or to another run's), so each distinct sequence is parsed once per process."""
     from seqeval.metrics.sequence_labeling import get_entities
 
-    return frozenset(get_entities(list(tags)))
+    return frozenset(get_entities([labels[i] for i in ids]))
 
 
 def entity_counts(predictions: Sequence[Sequence[int]], references: Sequence[Sequence[int]],
                   labels: Sequence[str]) -> np.ndarray:
     """Per sentence ``[correct entities, predicted, reference, correct tokens, tokens]``, shape ``(n, 5)``."""
     _check_lengths(predictions, references)
-    counts = np.zeros((len(references), 5), dtype=np.int64)
     labels = tuple(labels)
+    counts = np.zeros((len(references), 5), dtype=np.int64)
     for i, (p, r) in enumerate(zip(predictions, references)):
+        p, r = tuple(int(t) for t in p) if not isinstance(p, list) else tuple(p), tuple(r)
         if len(p) != len(r):
             raise ValueError(f"sequence {i}: {len(p)} predicted tags but {len(r)} reference tags")
-        p_tags, r_tags = tuple(labels[int(t)] for t in p), tuple(labels[int(t)] for t in r)
-        p_ents, r_ents = _entities(p_tags), _entities(r_tags)
-        counts[i] = (len(p_ents & r_ents), len(p_ents), len(r_ents),
-                     sum(a == b for a, b in zip(p_tags, r_tags)), len(r_tags))
+        r_ents = _entities(r, labels)
+        if p == r:  # a sentence tagged exactly right (most of them): every entity and token is correct
+            counts[i] = (len(r_ents), len(r_ents), len(r_ents), len(r), len(r))
+            continue
+        p_ents = _entities(p, labels)
+        counts[i, :3] = (len(p_ents & r_ents), len(p_ents), len(r_ents))
+        counts[i, 4] = len(r)
+    wrong = [i for i in range(len(references)) if counts[i, 3] == 0 and counts[i, 4] > 0]
+    if wrong:  # correct tokens of the other sentences, compared as one flat array
+        flat_p = np.fromiter((t for i in wrong for t in predictions[i]), dtype=np.int64)
+        flat_r = np.fromiter((t for i in wrong for t in references[i]), dtype=np.int64)
+        starts = np.cumsum([0] + [len(references[i]) for i in wrong[:-1]])
+        counts[wrong, 3] = np.add.reduceat((flat_p == flat_r).astype(np.int64), starts)
     return counts
 
 

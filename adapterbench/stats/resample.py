@@ -128,7 +128,10 @@ def bca_quantiles(dist: np.ndarray, value: float, jackknife: np.ndarray, level: 
     from scipy.special import ndtr, ndtri
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = (np.count_nonzero(dist < value) + np.count_nonzero(dist <= value)) / (2 * len(dist))
+        # ties counted half, as scipy does; "equal" within float noise, since the resamples and the estimate
+        # are summed in different orders (a seed mean of per-seed accuracies is discrete and ties are common)
+        tol = 1e-12 * max(1.0, abs(value))
+        share = (np.count_nonzero(dist < value - tol) + np.count_nonzero(dist <= value + tol)) / (2 * len(dist))
         z0 = ndtri(share)
         u = (len(jackknife) - 1) * (jackknife.mean() - jackknife)
         a = (u ** 3).sum() / (6 * ((u ** 2).sum()) ** 1.5)
@@ -179,45 +182,62 @@ def bootstrap_sums(blocks: Sequence[tuple[str, np.ndarray]], weights: Sequence[f
     return value, low, high, dist, used
 
 
-def bootstrap_weighted(columns: Sequence[Sequence[np.ndarray]], weights: Sequence[float],
+def bootstrap_weighted(predictions: Sequence[np.ndarray], references: np.ndarray, weights: Sequence[float],
                        statistic: Callable[..., np.ndarray], *, level: float = 0.95, n_resamples: int = 2000,
                        rng: Any = 0, chunk: int = 500) -> tuple[np.ndarray, float, float]:
-    """Percentile bootstrap of ``sum_j weights[j] statistic(counts, *columns[j])`` for a metric with a weighted
-    form (Spearman) -> (distribution, low, high)."""
-    n = len(columns[0][0])
+    """Percentile bootstrap of ``sum_j weights[j] m_j`` for a metric with a weighted form (Spearman):
+    ``statistic(counts, predictions, references)`` gives every ``m_j`` of a chunk of resamples ``(b, J)`` ->
+    (distribution, low, high)."""
+    n = len(references)
     counts = bootstrap_counts(n, n_resamples, rng)
     dist = np.zeros(n_resamples)
+    w = np.asarray(weights, dtype=np.float64)
     for start in range(0, n_resamples, chunk):
-        part = counts[start:start + chunk]
-        dist[start:start + chunk] = sum(wj * statistic(part, *cols) for wj, cols in zip(weights, columns))
+        dist[start:start + chunk] = statistic(counts[start:start + chunk], predictions, references) @ w
     low, high, _ = interval_of(dist, math.nan, level, "percentile", None)
     return dist, low, high
 
 
 # ---- sign flips -----------------------------------------------------------------------------------------------
+def sign_flip_nulls(pairs: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndarray]]],
+                    from_sums: Callable[[np.ndarray], np.ndarray], n_draws: int, rng: Any = 0) -> list[np.ndarray]:
+    """Null distributions of ``d = mean_s [m(A_s) - m(B_s)]`` under random swaps of A and B per example (the same
+    examples swapped in every seed), for several pairs on the same examples at once: one product ``F @ D`` with
+    the pairs' ``D`` side by side, the same draws ``F`` for every pair. ``pairs[k] = (x_a, x_b)``, ``x_a[s]`` the
+    sufficient statistics ``(n, q)`` of A's seed ``s``."""
+    n, q = pairs[0][0][0].shape
+    t_a = np.concatenate([np.stack([x.sum(axis=0) for x in x_a]) for x_a, _ in pairs])  # (sum_k S_k, q)
+    t_b = np.concatenate([np.stack([x.sum(axis=0) for x in x_b]) for _, x_b in pairs])
+    # D with the statistic as the outer column index, (n, q * sum_k S_k): the product then holds each statistic's
+    # values contiguously, and from_sums reads s[..., j] as contiguous (b, S) blocks instead of strided ones.
+    d = np.stack([xb - xa for x_a, x_b in pairs for xa, xb in zip(x_a, x_b)], axis=2).reshape(n, -1)
+    widths = np.array([len(x_a) for x_a, _ in pairs])
+    starts = np.cumsum(np.r_[0, widths[:-1]])
+    weights = np.repeat(1.0 / widths, widths)  # the mean over each pair's seeds
+    differs = np.flatnonzero(np.any(d != 0, axis=1))  # examples where no pair differs never change a sum
+    moving = np.flatnonzero(np.any(d != 0, axis=0))  # sums no swap changes (the references' own) stay 0
+    d = d[np.ix_(differs, moving)]
+    d = d.astype(np.float32) if _small_integers(d, n) else d
+    null = np.empty((n_draws, len(pairs)))
+    start = 0
+    buffer = np.zeros((min(FLIP_CHUNK, n_draws), q * len(weights)))
+    for f in flips(n, n_draws, rng):
+        flat = buffer[:len(f)]
+        flat[:, moving] = f[:, differs].astype(d.dtype) @ d
+        shift = flat.reshape(len(f), q, len(weights)).transpose(0, 2, 1)  # (b, sum_k S_k, q), q-major memory
+        with np.errstate(divide="ignore", invalid="ignore"):
+            moved_a = np.add(t_a, shift, out=np.empty_like(shift))  # empty_like keeps the q-major layout
+            moved_b = np.subtract(t_b, shift, out=np.empty_like(shift))
+            per_seed = (from_sums(moved_a) - from_sums(moved_b)) * weights  # (b, sum_k S_k)
+        null[start:start + len(f)] = np.add.reduceat(per_seed, starts, axis=1)
+        start += len(f)
+    return [null[:, k].copy() for k in range(len(pairs))]
+
+
 def sign_flip_null_sums(x_a: Sequence[np.ndarray], x_b: Sequence[np.ndarray],
                         from_sums: Callable[[np.ndarray], np.ndarray], n_draws: int, rng: Any = 0) -> np.ndarray:
-    """Null distribution of ``d = mean_s [m(A_s) - m(B_s)]`` under random swaps of A and B per example (the same
-    examples swapped in every seed); ``x_a[s]``, ``x_b[s]``: the sufficient statistics ``(n, q)`` of seed ``s``."""
-    s_count = len(x_a)
-    n, q = x_a[0].shape
-    t_a = np.stack([x.sum(axis=0) for x in x_a])  # (S, q)
-    t_b = np.stack([x.sum(axis=0) for x in x_b])
-    d = np.concatenate([xb - xa for xa, xb in zip(x_a, x_b)], axis=1)  # (n, S q)
-    differs = np.flatnonzero(np.any(d != 0, axis=1))
-    d = d[differs]
-    exact = _small_integers(d, n)
-    d = d.astype(np.float32) if exact else d
-    weights = np.full(s_count, 1.0 / s_count)
-    null = np.empty(n_draws)
-    start = 0
-    for f in flips(n, n_draws, rng):
-        shift = (f[:, differs].astype(d.dtype) @ d).astype(np.float64).reshape(len(f), s_count, q)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            null[start:start + len(f)] = (weighted_value(from_sums, t_a + shift, weights)
-                                          - weighted_value(from_sums, t_b - shift, weights))
-        start += len(f)
-    return null
+    """:func:`sign_flip_nulls` of one pair."""
+    return sign_flip_nulls([(x_a, x_b)], from_sums, n_draws, rng)[0]
 
 
 def p_values(null: np.ndarray, observed: float) -> tuple[float, float, float]:
