@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -407,14 +408,7 @@ def entity_counts(predictions: Sequence[Sequence[int]], references: Sequence[Seq
             counts[i] = (len(r_ents), len(r_ents), len(r_ents), len(r), len(r))
             continue
         p_ents = _entities(p, labels)
-        counts[i, :3] = (len(p_ents & r_ents), len(p_ents), len(r_ents))
-        counts[i, 4] = len(r)
-    wrong = [i for i in range(len(references)) if counts[i, 3] == 0 and counts[i, 4] > 0]
-    if wrong:  # correct tokens of the other sentences, compared as one flat array
-        flat_p = np.fromiter((t for i in wrong for t in predictions[i]), dtype=np.int64)
-        flat_r = np.fromiter((t for i in wrong for t in references[i]), dtype=np.int64)
-        starts = np.cumsum([0] + [len(references[i]) for i in wrong[:-1]])
-        counts[wrong, 3] = np.add.reduceat((flat_p == flat_r).astype(np.int64), starts)
+        counts[i] = (len(p_ents & r_ents), len(p_ents), len(r_ents), sum(map(operator.eq, p, r)), len(r))
     return counts
 
 

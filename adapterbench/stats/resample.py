@@ -98,19 +98,25 @@ def _small_integers(x: np.ndarray, n: int) -> bool:
     return bool(np.all(x == np.round(x))) and n * float(np.abs(x).max(initial=0.0)) < 2 ** 24
 
 
+def _random_bits(generator: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """``(rows, n)`` independent fair 0/1 values (uint8), eight from each random byte."""
+    packed = generator.integers(0, 256, size=(rows, (n + 7) // 8), dtype=np.uint8)
+    return np.unpackbits(packed, axis=1, count=n)
+
+
 def flips(n: int, n_draws: int, rng: Any = 0) -> Iterator[np.ndarray]:
-    """Sign-flip indicator rows ``(b, n)`` (bool, each entry 1/2), ``n_draws`` in all, in chunks."""
+    """Sign-flip indicator rows ``(b, n)`` (0/1 uint8, each 1 with probability 1/2), ``n_draws`` in all."""
     seed = seed_of(rng)
     if seed is None:
         generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         for start in range(0, n_draws, FLIP_CHUNK):
-            yield generator.random((min(FLIP_CHUNK, n_draws - start), n)) < 0.5
+            yield _random_bits(generator, min(FLIP_CHUNK, n_draws - start), n)
         return
     for k, start in enumerate(range(0, n_draws, FLIP_CHUNK)):
         key = (n, seed, k)
         chunk = _flips_memo.get(key)
         if chunk is None:
-            chunk = np.random.default_rng([seed, n, k]).random((FLIP_CHUNK, n)) < 0.5
+            chunk = _random_bits(np.random.default_rng([seed, n, k]), FLIP_CHUNK, n)
             chunk.setflags(write=False)
             _remember(_flips_memo, key, chunk)
         yield chunk[:min(FLIP_CHUNK, n_draws - start)]
@@ -184,10 +190,11 @@ def bootstrap_sums(blocks: Sequence[tuple[str, np.ndarray]], weights: Sequence[f
 
 def bootstrap_weighted(predictions: Sequence[np.ndarray], references: np.ndarray, weights: Sequence[float],
                        statistic: Callable[..., np.ndarray], *, level: float = 0.95, n_resamples: int = 2000,
-                       rng: Any = 0, chunk: int = 500) -> tuple[np.ndarray, float, float]:
+                       rng: Any = 0, chunk: int = 100) -> tuple[np.ndarray, float, float]:
     """Percentile bootstrap of ``sum_j weights[j] m_j`` for a metric with a weighted form (Spearman):
     ``statistic(counts, predictions, references)`` gives every ``m_j`` of a chunk of resamples ``(b, J)`` ->
-    (distribution, low, high)."""
+    (distribution, low, high). Chunks of 100 resamples keep a chunk's rank arrays in cache (twice as fast as
+    500 at n = 1500)."""
     n = len(references)
     counts = bootstrap_counts(n, n_resamples, rng)
     dist = np.zeros(n_resamples)
