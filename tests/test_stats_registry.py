@@ -336,3 +336,17 @@ def test_the_disk_cache_can_be_switched_off_and_skips_cheap_metrics(tmp_path, mo
     cache.metric_sums(entity_metric("f1", CONLL_TAGS), preds, refs)
     assert not list(tmp_path.glob("report/*/*.npy"))
     cache.clear_memory()
+
+
+def test_the_disk_cache_is_pruned_oldest_first(tmp_path):
+    import os
+
+    for i in range(5):
+        path = tmp_path / "ab" / f"{i}.npy"
+        path.parent.mkdir(exist_ok=True)
+        np.save(path, np.zeros(100))  # 928 bytes each
+        os.utime(path, (1000 + i, 1000 + i))
+    size = (tmp_path / "ab" / "0.npy").stat().st_size
+    assert cache.prune(tmp_path, 3 * size) == 2
+    assert sorted(p.name for p in (tmp_path / "ab").iterdir()) == ["2.npy", "3.npy", "4.npy"]
+    assert cache.prune(tmp_path, 3 * size) == 0

@@ -31,6 +31,7 @@ import pandas as pd
 from adapterbench import progress, stats
 from adapterbench.harness.records import read_predictions
 from adapterbench.reports.aggregate import GroupTable, Row, evaluations
+from adapterbench.stats import cache as sums_cache
 from adapterbench.stats.intervals import N_RESAMPLES
 
 TASK_FILE_ORIGIN = "task file "  # how a record's task.origin names a user task file
@@ -206,6 +207,12 @@ def fill_intervals(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, *
                    n_resamples: int = N_RESAMPLES, rng: Any = 0) -> None:
     """Set ``interval`` and ``interval_kind`` of every metric stat of ``table`` (module docstring)."""
     progress.note(f"intervals: {table.key.task}, {len(table.rows)} rows")
+    with sums_cache.session():  # the aligned prediction lists are read-only: hash each once
+        _fill(table, evals, evidence, level, n_resamples, rng)
+
+
+def _fill(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, level: float, n_resamples: int, rng: Any
+          ) -> None:
     for row in table.rows:
         runs = row_runs(evals, row)
         for key, column in metric_columns(table).items():

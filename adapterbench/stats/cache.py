@@ -12,13 +12,16 @@ Disk entries (``<key>.npy``, one array ``(n, q)``) are kept only for metrics who
 read. The folder is ``$ADAPTERBENCH_CACHE/report``, else ``~/.cache/adapterbench/report``;
 ``ADAPTERBENCH_REPORT_CACHE=off`` turns the disk cache off (benchmarks time cold runs that way). Writes are
 atomic (a temporary file renamed into place), so concurrent reports never read half an entry; an unreadable
-entry is recomputed.
+entry is recomputed. The folder is kept under :data:`MAX_DISK_BYTES` (oldest entries first). The training loop
+scores through the same cache (:func:`adapterbench.tasks.metrics.compute_metrics`), so the report after a run
+finds its entities already extracted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -34,6 +37,9 @@ ENV_SWITCH = "ADAPTERBENCH_REPORT_CACHE"
 CACHE_FORMAT = 1  # bump when a metric's sufficient statistics change
 MEMORY_ENTRIES = 4096
 DISK_KEYS = ("entities:",)  # sums_key prefixes worth a disk entry (slow extraction)
+MAX_DISK_BYTES = 512 * 2 ** 20  # about 6,000 entries of 2,000 sentences
+PRUNE_EVERY = 256  # writes between two checks of the folder's size
+_writes = 0
 
 _memory: OrderedDict[str, np.ndarray] = OrderedDict()
 stats = {"hits": 0, "disk_hits": 0, "misses": 0}  # counters the tests and the benchmark read
@@ -50,15 +56,20 @@ def disk_enabled() -> bool:
 
 
 def _canonical(values: Any) -> bytes:
-    """Bytes that identify ``values``: numeric arrays by dtype, shape and raw bytes; anything else (ragged
-    sequences) as compact JSON."""
+    """Bytes that identify ``values``: numeric arrays by dtype, shape and raw bytes; ragged sequences of ints (tag
+    sequences) by their lengths and the concatenated values; anything else as compact JSON."""
     try:
         array = np.asarray(values)
         if array.dtype != object:
             return f"{array.dtype.str}{array.shape}".encode() + np.ascontiguousarray(array).tobytes()
     except ValueError:
         pass  # ragged
-    return json.dumps(values, separators=(",", ":"), default=_json_item).encode()
+    try:
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+        flat = np.fromiter(itertools.chain.from_iterable(values), dtype=np.int64, count=int(lengths.sum()))
+        return b"ragged" + lengths.tobytes() + b"\0" + flat.tobytes()
+    except (TypeError, ValueError):
+        return json.dumps(values, separators=(",", ":"), default=_json_item).encode()
 
 
 def _json_item(value: Any) -> Any:
@@ -78,7 +89,8 @@ def session() -> Iterator[None]:
     prediction lists for every metric column of a row, and never changes them. Outside a session every call
     hashes its inputs again, so a caller that changes a list in place always gets fresh statistics."""
     global _digests
-    saved, _digests = _digests, {}
+    saved = _digests
+    _digests = {} if saved is None else saved  # nested: share the outer session's digests
     try:
         yield
     finally:
@@ -118,7 +130,28 @@ def _read(path: Path) -> np.ndarray | None:
         return None
 
 
+def prune(folder: Path, max_bytes: int) -> int:
+    """Delete the least recently written entries until ``folder`` holds at most ``max_bytes``; -> files removed."""
+    entries = []
+    for path in folder.glob("*/*.npy"):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            entries.append((info.st_mtime, info.st_size, path))
+    total, removed = sum(size for _, size, _ in entries), 0
+    for _, size, path in sorted(entries):
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            total, removed = total - size, removed + 1
+    return removed
+
+
 def _write(path: Path, value: np.ndarray) -> None:
+    global _writes
+    _writes += 1
+    if _writes % PRUNE_EVERY == 0:  # the loop writes an entry per evaluation of an entity task: keep it bounded
+        prune(path.parent.parent, MAX_DISK_BYTES)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
