@@ -215,7 +215,8 @@ def test_sign_flip_null_from_sums_equals_swapping_columns_with_the_same_draws(na
         swapped_a = [np.where(swaps, y, x) for x, y in zip(ca, cb)]
         swapped_b = [np.where(swaps, x, y) for x, y in zip(ca, cb)]
         by_columns.append(metric.statistic(*swapped_a) - metric.statistic(*swapped_b))
-    assert null == pytest.approx(np.mean(by_columns, axis=0), abs=1e-9)
+    # counts swap exactly (float32 holds small integers); moments to float32's precision
+    assert null == pytest.approx(np.mean(by_columns, axis=0), abs=1e-9 if name != "pearson" else 1e-5)
 
 
 def test_sign_flip_p_value_agrees_with_scipy_within_monte_carlo_error():

@@ -21,6 +21,7 @@ so a task that cannot be resolved gets only the seed interval.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from adapterbench.reports.aggregate import GroupTable, Row, evaluations
 from adapterbench.stats import cache as sums_cache
 from adapterbench.stats.intervals import N_RESAMPLES
 
+THREADS = 2  # estimates computed at once
 TASK_FILE_ORIGIN = "task file "  # how a record's task.origin names a user task file
 # Run columns the intervals and the answer read besides the evaluation's own (adapterbench.results.RUN_COLUMNS).
 EVIDENCE_COLUMNS = ("task_kind", "task_origin", "primary_metric", "predictions_file", "reference_source",
@@ -213,6 +215,7 @@ def fill_intervals(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, *
 
 def _fill(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, level: float, n_resamples: int, rng: Any
           ) -> None:
+    jobs = []  # (row, key, current stat, estimate's arguments): gathered first, since reading sidecars is Python
     for row in table.rows:
         runs = row_runs(evals, row)
         for key, column in metric_columns(table).items():
@@ -227,12 +230,20 @@ def _fill(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, level: flo
             metric = evidence.metric(with_values, column, table.primary, table.greater_is_better, found)
             if metric is None:
                 found = None
-            try:
-                est = stats.estimate(metric, values, found.by_seed if found else None,
-                                     found.references if found else None, level=level, n_resamples=n_resamples,
-                                     rng=rng)
-            except (ValueError, TypeError, IndexError):  # predictions the metric cannot read: seeds only
-                est = stats.estimate(None, values, level=level)
+            jobs.append((row, key, current, (metric, values, found)))
+
+    def estimate(job: tuple) -> stats.Estimate:
+        metric, values, found = job[3]
+        try:
+            return stats.estimate(metric, values, found.by_seed if found else None,
+                                  found.references if found else None, level=level, n_resamples=n_resamples, rng=rng)
+        except (ValueError, TypeError, IndexError):  # predictions the metric cannot read: seeds only
+            return stats.estimate(None, values, level=level)
+
+    # The estimates in two threads: resampling is numpy work on large arrays, which releases the GIL; every
+    # estimate draws with its own seed, so the threads' order does not matter.
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        for (row, key, current, _), est in zip(jobs, pool.map(estimate, jobs)):
             if est.interval is not None:
                 row.stats[key] = replace(current, interval=(est.interval.low, est.interval.high),
                                          interval_kind=est.reported)

@@ -3,6 +3,8 @@
 Pure functions on per-example predictions and per-seed values; plain dataclasses out (reports render them).
 
 ``metrics``    the metric registry: each metric once, with its direction, range and resampling forms
+               (the built-ins in ``metric_kinds``); ``cache``: their per-example statistics, once per content
+``family``     a task's paired tests together, settled against Monte-Carlo error
 ``resample``   bootstrap counts and sign flips as shared numpy arrays; resampled sufficient statistics
 ``intervals``  t interval over seeds, bootstrap over examples, the reported one (:func:`estimate`)
 ``paired``     paired bootstrap interval, sign-flip permutation test, McNemar; seeds paired by key

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -74,6 +75,7 @@ from adapterbench.stats.multiple import adjust
 from adapterbench.stats.paired import PairedResult, seed_paired_test
 
 DEPLOYED_PARAMS = "params/deployed_adapter"
+THREADS = 2  # tasks answered at once (the project's machines have two cores or more)
 
 
 @dataclass(frozen=True)
@@ -302,8 +304,11 @@ def answer(tasks: Sequence[TaskRuns], *, alpha: float = 0.05, cost_key: str = DE
     names = [t.task for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names repeat: {names}")
-    per_task = tuple(answer_task(t, alpha=alpha, cost_key=cost_key, n_resamples=n_resamples, rng=rng)
-                     for t in tasks)
+    # Tasks in two threads: their statistics are numpy work on large arrays, which releases the GIL, and each
+    # task's draws are seeded alone, so the result does not depend on the threads' order.
+    with ThreadPoolExecutor(max_workers=min(THREADS, len(tasks)) or 1) as pool:
+        per_task = tuple(pool.map(lambda t: answer_task(t, alpha=alpha, cost_key=cost_key, n_resamples=n_resamples,
+                                                        rng=rng), tasks))
     variants = list(dict.fromkeys(v.variant for t in tasks for v in t.variants))
     overall = []
     for name in variants:

@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ PRUNE_EVERY = 256  # writes between two checks of the folder's size
 _writes = 0
 
 _memory: OrderedDict[str, np.ndarray] = OrderedDict()
+_lock = threading.Lock()  # stats.answer.answer tests tasks in threads
 stats = {"hits": 0, "disk_hits": 0, "misses": 0}  # counters the tests and the benchmark read
 
 
@@ -116,10 +118,11 @@ def content_key(sums_key: str, predictions: Any, references: Any) -> str:
 
 def _remember(key: str, value: np.ndarray) -> np.ndarray:
     value.setflags(write=False)  # shared between callers: nobody may change it in place
-    _memory[key] = value
-    _memory.move_to_end(key)
-    while len(_memory) > MEMORY_ENTRIES:
-        _memory.popitem(last=False)
+    with _lock:
+        _memory[key] = value
+        _memory.move_to_end(key)
+        while len(_memory) > MEMORY_ENTRIES:
+            _memory.popitem(last=False)
     return value
 
 
@@ -165,10 +168,12 @@ def _write(path: Path, value: np.ndarray) -> None:
 def metric_sums(metric: Any, predictions: Any, references: Any) -> tuple[str, np.ndarray]:
     """``(key, metric.sums(predictions, references))``, from memory or disk when computed before."""
     key = content_key(metric.sums_key or metric.name, predictions, references)
-    found = _memory.get(key)
+    with _lock:
+        found = _memory.get(key)
+        if found is not None:
+            stats["hits"] += 1
+            _memory.move_to_end(key)
     if found is not None:
-        stats["hits"] += 1
-        _memory.move_to_end(key)
         return key, found
     on_disk = disk_enabled() and any((metric.sums_key or "").startswith(p) for p in DISK_KEYS)
     path = cache_dir() / key[:2] / f"{key}.npy"

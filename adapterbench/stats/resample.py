@@ -27,6 +27,7 @@ two-sided ``2 min(p_less, p_greater)`` twice that of the smaller one-sided p.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,18 +36,30 @@ import numpy as np
 
 FLIP_CHUNK = 1000
 _CHUNK_CELLS = 8_000_000  # bootstrap rows x examples drawn at once (64 MB of int64 indices)
-_MEMO_BYTES = 400_000_000
+_MEMO_BYTES = 200_000_000  # per memo (counts, flips); products a quarter of it
 _counts_memo: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _flips_memo: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _products_memo: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
 
+_lock = threading.Lock()  # the memos are shared by the threads of stats.answer.answer
+
+
 def _remember(memo: OrderedDict, key: tuple, value: np.ndarray, budget: int = _MEMO_BYTES) -> np.ndarray:
-    memo[key] = value
-    memo.move_to_end(key)
-    while sum(v.nbytes for v in memo.values()) > budget and len(memo) > 1:
-        memo.popitem(last=False)
+    with _lock:
+        memo[key] = value
+        memo.move_to_end(key)
+        while sum(v.nbytes for v in memo.values()) > budget and len(memo) > 1:
+            memo.popitem(last=False)
     return value
+
+
+def _recall(memo: OrderedDict, key: tuple) -> np.ndarray | None:
+    with _lock:
+        value = memo.get(key)
+        if value is not None:
+            memo.move_to_end(key)
+        return value
 
 
 def seed_of(rng: Any) -> int | None:
@@ -67,9 +80,9 @@ def bootstrap_counts(n: int, n_resamples: int, rng: Any = 0) -> np.ndarray:
     """Counts ``(n_resamples, n)`` of ``n_resamples`` bootstrap resamples, drawn as scipy draws them."""
     seed = seed_of(rng)
     key = (n, n_resamples, seed)
-    if seed is not None and key in _counts_memo:
-        _counts_memo.move_to_end(key)
-        return _counts_memo[key]
+    found = _recall(_counts_memo, key) if seed is not None else None
+    if found is not None:
+        return found
     generator = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     rows = max(1, _CHUNK_CELLS // max(n, 1))
     parts = [_counts_of(generator.integers(0, n, (min(rows, n_resamples - start), n)), n)
@@ -82,9 +95,9 @@ def bootstrap_counts(n: int, n_resamples: int, rng: Any = 0) -> np.ndarray:
 def resampled_sums(key: str, x: np.ndarray, counts: np.ndarray, counts_key: tuple) -> np.ndarray:
     """``counts @ x`` ``(B, q)``, memoised by the sums' content key and the draws."""
     memo_key = (key, counts_key)
-    if key and counts_key[-1] is not None and memo_key in _products_memo:
-        _products_memo.move_to_end(memo_key)
-        return _products_memo[memo_key]
+    found = _recall(_products_memo, memo_key) if key and counts_key[-1] is not None else None
+    if found is not None:
+        return found
     exact = _small_integers(x, counts.shape[1])
     product = (counts @ x.astype(np.float32)).astype(np.float64) if exact else counts.astype(np.float64) @ x
     if key and counts_key[-1] is not None:
@@ -114,7 +127,7 @@ def flips(n: int, n_draws: int, rng: Any = 0) -> Iterator[np.ndarray]:
         return
     for k, start in enumerate(range(0, n_draws, FLIP_CHUNK)):
         key = (n, seed, k)
-        chunk = _flips_memo.get(key)
+        chunk = _recall(_flips_memo, key)
         if chunk is None:
             chunk = _random_bits(np.random.default_rng([seed, n, k]), FLIP_CHUNK, n)
             chunk.setflags(write=False)
@@ -224,13 +237,16 @@ def sign_flip_nulls(pairs: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndar
     differs = np.flatnonzero(np.any(d != 0, axis=1))  # examples where no pair differs never change a sum
     moving = np.flatnonzero(np.any(d != 0, axis=0))  # sums no swap changes (the references' own) stay 0
     d = d[np.ix_(differs, moving)]
-    d = d.astype(np.float32) if _small_integers(d, n) else d
+    # float32: exact for counts (small integers); for moments (Pearson) a relative error near 1e-7 of a swapped
+    # sum, far below what could move a p-value (ties of a continuous statistic have probability 0), at half the
+    # memory traffic of float64 (the conversion of the 0/1 draws dominates).
+    d = d.astype(np.float32)
     null = np.empty((n_draws, len(pairs)))
     start = 0
     buffer = np.zeros((min(FLIP_CHUNK, n_draws), q * len(weights)))
     for f in flips(n, n_draws, rng):
         flat = buffer[:len(f)]
-        flat[:, moving] = f[:, differs].astype(d.dtype) @ d
+        flat[:, moving] = f[:, differs].astype(np.float32) @ d
         shift = flat.reshape(len(f), q, len(weights)).transpose(0, 2, 1)  # (b, sum_k S_k, q), q-major memory
         with np.errstate(divide="ignore", invalid="ignore"):
             moved_a = np.add(t_a, shift, out=np.empty_like(shift))  # empty_like keeps the q-major layout
