@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from adapterbench import progress, stats
 from adapterbench.harness.records import read_predictions
@@ -241,8 +242,9 @@ def _fill(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, level: flo
             return stats.estimate(None, values, level=level)
 
     # The estimates in two threads: resampling is numpy work on large arrays, which releases the GIL; every
-    # estimate draws with its own seed, so the threads' order does not matter.
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+    # estimate draws with its own seed, so the threads' order does not matter. BLAS on one thread meanwhile
+    # (stats.answer.answer says why).
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=THREADS) as pool:
         for (row, key, current, _), est in zip(jobs, pool.map(estimate, jobs)):
             if est.interval is not None:
                 row.stats[key] = replace(current, interval=(est.interval.low, est.interval.high),

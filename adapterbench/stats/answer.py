@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as sps
+from threadpoolctl import threadpool_limits
 
 from adapterbench.stats.family import compare, settle
 from adapterbench.stats.intervals import (
@@ -305,8 +306,10 @@ def answer(tasks: Sequence[TaskRuns], *, alpha: float = 0.05, cost_key: str = DE
     if len(set(names)) != len(names):
         raise ValueError(f"task names repeat: {names}")
     # Tasks in two threads: their statistics are numpy work on large arrays, which releases the GIL, and each
-    # task's draws are seeded alone, so the result does not depend on the threads' order.
-    with ThreadPoolExecutor(max_workers=min(THREADS, len(tasks)) or 1) as pool:
+    # task's draws are seeded alone, so the result does not depend on the threads' order. BLAS on one thread
+    # meanwhile: two threads of each on two cores spin-wait (measured: twice the CPU for the same wall time).
+    with threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(max_workers=min(THREADS, len(tasks)) or 1) as pool:
         per_task = tuple(pool.map(lambda t: answer_task(t, alpha=alpha, cost_key=cost_key, n_resamples=n_resamples,
                                                         rng=rng), tasks))
     variants = list(dict.fromkeys(v.variant for t in tasks for v in t.variants))
