@@ -2,7 +2,7 @@
 
     python benchmarks/report_speed.py                       # every task, one by one, then all together
     python benchmarks/report_speed.py --task sst2 --task mrpc
-    python benchmarks/report_speed.py --new-only            # only the new code (cold, then warm cache)
+    python benchmarks/report_speed.py --new-only --task all # only the new code (cold, then warm cache), one report
 
 OLD is the code at ``--old`` (default ``de6b87e``, main before the metric registry), checked out into a temporary
 ``git worktree`` and run with ``PYTHONPATH`` pointing at it; NEW is this checkout. For each selected scope (one
@@ -145,13 +145,14 @@ def old_tree(ref: str, where: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", default="results/leaderboard-cpu", help="records folder (default: %(default)s)")
-    parser.add_argument("--task", action="append", help="only these tasks, one report each (default: each task "
-                                                         "and then all together)")
+    parser.add_argument("--task", action="append", help="only these tasks, one report each; 'all': every task in "
+                                                         "one report (default: each task, then all together)")
     parser.add_argument("--new-only", action="store_true", help="time the new code only")
     parser.add_argument("--old", default="de6b87e", help="the old commit (default: %(default)s)")
     args = parser.parse_args()
     records = str((ROOT / args.records).resolve())
-    scopes = args.task or ["sst2", "mrpc", "stsb", "conll2003", None]
+    scopes = [None if t == "all" else t for t in args.task] if args.task else ["sst2", "mrpc", "stsb", "conll2003",
+                                                                                None]
     scratch = Path(tempfile.mkdtemp(prefix="report-speed-"))
     old = None if args.new_only else old_tree(args.old, scratch / "old")
     print(f"records {records}; old {args.old if old else '(not run)'}; new {ROOT}")
