@@ -22,11 +22,11 @@ error of about ``0.015`` of the interval's width, so differences are reported in
 ``3 sqrt(2)`` of those errors (``0.065`` widths). Verdicts that differ are listed with both p-values: with a p
 within a few Monte-Carlo errors of the threshold they depend on the draw (NEW marks those unstable).
 
-Cost of a full run on the shared 2-core machine (measured; see the closing note of issue 22): OLD takes about
-90 s for ``--task sst2``, 60 s for mrpc, 4 minutes for stsb, 16 minutes for conll2003 and 23 minutes for all
-together, so the default (every task, then all) takes about 50 minutes; ``--task sst2 --task mrpc`` about 4
-minutes; ``--new-only`` about 2 minutes. Run it under ``nice``: it occupies one core and BLAS may take the
-other.
+Cost on the shared 2-core machine (measured, under other people's load; see the closing note of issue 22): OLD
+takes 100-130 s for ``--task sst2``, 70-150 s for mrpc and, by the issue's profile, about 4 minutes for stsb,
+16 for conll2003 and 23 for all together, so the default (every task, then all) takes about an hour;
+``--task sst2 --task mrpc`` took 5 minutes; ``--new-only --task all`` 4 minutes (three NEW reports of about
+80 s). Run it under ``nice``: a report uses both cores.
 """
 
 from __future__ import annotations
