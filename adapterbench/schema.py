@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from adapterbench.stats.metrics import metric_directions as _registered_directions
+
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 STATUSES = ("ok", "failed", "oom", "diverged")  # every value "status" may take
@@ -369,12 +371,9 @@ def measure(key: str) -> Measure:
 # ---- metrics and the primary metric -----------------------------------------------------------------------
 TRAIN_LOSS = "train_loss"  # the history key of an epoch's mean training loss (written by the loop)
 
-# Direction of every metric a built-in task computes (tasks/metrics.py checks that it names each of its metrics),
+# Direction of every metric a task computes, declared once in the metric registry (adapterbench.stats.metrics),
 # and of the losses the loop logs. A metric not listed is read by its name: losses and errors are lower-better.
-METRIC_DIRECTIONS: dict[str, Direction] = {
-    "accuracy": "higher", "f1": "higher", "matthews_correlation": "higher", "pearson": "higher",
-    "spearmanr": "higher", "precision": "higher", "recall": "higher", "loss": "lower", TRAIN_LOSS: "lower",
-}
+METRIC_DIRECTIONS: dict[str, Direction] = {**_registered_directions(), "loss": "lower", TRAIN_LOSS: "lower"}
 _LOWER_WORDS = ("loss", "mse", "mae", "rmse", "error", "perplexity")
 
 

@@ -61,11 +61,15 @@ def test_correlations_by_hand():
     assert pearson(np.array([3.0, 5.0]), np.array([1.0, -1.0])) == pytest.approx(-1.0)
 
 
-def test_correlations_of_a_constant_or_a_single_value_are_zero_not_nan():
+def test_correlations_of_a_constant_or_a_single_value_are_undefined_not_zero():
+    # A correlation with a constant does not exist: NaN (stored as null in a record), never a made-up 0.
     ref = np.array([1.0, 2.0, 3.0])
-    assert pearson(np.full(3, 2.5), ref) == 0.0
-    assert spearmanr(ref, np.full(3, 2.5)) == 0.0
-    assert pearson(np.array([1.0]), np.array([2.0])) == 0.0
+    assert math.isnan(pearson(np.full(3, 2.5), ref))
+    assert math.isnan(spearmanr(ref, np.full(3, 2.5)))
+    assert math.isnan(pearson(np.array([1.0]), np.array([2.0])))
+    scores = compute_metrics(TASKS.get("stsb"), np.full(3, 2.5), ref)
+    assert math.isnan(scores["pearson"]) and math.isnan(scores["spearmanr"])
+    assert pearson(np.array([1.0, 2.0, 3.5]), ref) > 0.9  # a varying input next to it is defined
 
 
 def _tags(*sequences):

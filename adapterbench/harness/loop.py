@@ -259,11 +259,13 @@ def evaluate_all(model: nn.Module, task: TaskSpec, evals: dict[str, list[dict[st
     return metrics, predictions, references
 
 
-def score(task: TaskSpec, predictions: list[Any], references: list[Any]) -> dict[str, float]:
-    """Task metrics from per-example predictions (token tasks keep their ragged lists)."""
+def score(task: TaskSpec, predictions: list[Any], references: list[Any]) -> dict[str, float | None]:
+    """Task metrics from per-example predictions (token tasks keep their ragged lists). An undefined metric (a
+    correlation with constant predictions: NaN) is None, which the record stores as null."""
     if task.kind != "token_classification":
-        return {k: float(v) for k, v in compute_metrics(task, np.asarray(predictions), np.asarray(references)).items()}
-    return {k: float(v) for k, v in compute_metrics(task, predictions, references).items()}
+        predictions, references = np.asarray(predictions), np.asarray(references)
+    scores = compute_metrics(task, predictions, references)
+    return {k: float(v) if math.isfinite(v) else None for k, v in scores.items()}
 
 
 def predict(model: nn.Module, task: TaskSpec, examples: list[dict[str, Any]], settings: TrainSettings,

@@ -19,12 +19,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from adapterbench import progress
 from adapterbench.errors import UserError
 from adapterbench.reports.collect import Collection, filter_records, load_records
 from adapterbench.reports.csvfile import table_csv
 from adapterbench.reports.html import render_html
 from adapterbench.reports.markdown import render_markdown
 from adapterbench.reports.model import Report, build_report
+from adapterbench.stats import cache as sums_cache
 
 REPORT_FILES = ("report.md", "report.html", "table.csv")
 
@@ -51,11 +53,14 @@ def write_report(paths: Sequence[str | Path], out: str | Path, *, tasks: Sequenc
     _check_out(out, force)
     found, skipped = load_records(paths)
     found = filter_records(found, tasks, variants, models)
+    progress.note(f"{len(found)} record(s) read; statistics next")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read and served
-        report = build_report(Collection.of(found, skipped), staging, [str(p) for p in paths])
+        with sums_cache.session():  # the aligned prediction lists are read-only: hash each one once
+            report = build_report(Collection.of(found, skipped), staging, [str(p) for p in paths])
+        progress.note("writing report.md, report.html and table.csv")
         (staging / "table.csv").write_text(table_csv(report))
         (staging / "report.md").write_text(render_markdown(report))
         (staging / "report.html").write_text(render_html(report, staging))

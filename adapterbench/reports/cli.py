@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapterbench import progress
 from adapterbench.errors import UserError
 
 DEFAULT_RESULTS = "runs"  # where `bench run` writes by default (adapterbench.cli.DEFAULT_OUT)
@@ -54,8 +55,10 @@ def report_command(args: argparse.Namespace) -> int:
     from adapterbench.reports.build import write_report
 
     out = Path(args.out) if args.out else Path("reports") / datetime.now(UTC).strftime("report-%Y%m%d-%H%M%S")
-    report = write_report(args.results or [DEFAULT_RESULTS], out, tasks=_names(args.task),
-                          variants=_names(args.variant), models=_names(args.model), force=args.force)
+    with progress.reporting(sys.stderr):  # progress lines on stderr once it takes more than a few seconds
+        report = write_report(args.results or [DEFAULT_RESULTS], out, tasks=_names(args.task),
+                              variants=_names(args.variant), models=_names(args.model), force=args.force)
+        progress.note("done")
     groups = sum(len(t.groups) for t in report.tasks)
     for line in report.skipped:
         print(f"skipped {line}")

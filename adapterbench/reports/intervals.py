@@ -21,18 +21,22 @@ so a task that cannot be resolved gets only the seed interval.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
-from adapterbench import stats
+from adapterbench import progress, stats
 from adapterbench.harness.records import SidecarError, read_predictions
 from adapterbench.reports.aggregate import GroupTable, Row, evaluations
+from adapterbench.stats import cache as sums_cache
 from adapterbench.stats.intervals import N_RESAMPLES
 
+THREADS = 2  # estimates computed at once
 TASK_FILE_ORIGIN = "task file "  # how a record's task.origin names a user task file
 # Run columns the intervals and the answer read besides the evaluation's own (adapterbench.results.RUN_COLUMNS).
 EVIDENCE_COLUMNS = ("task_kind", "task_origin", "primary_metric", "predictions_file", "reference_source",
@@ -91,6 +95,7 @@ class Evidence:
         self._sidecars: dict[str, dict[str, Any] | None] = {}
         self._specs: dict[tuple[str, str, str, str], Any] = {}
         self.skipped: list[str] = []  # sidecars not used, one line each: "<file>: <reason>"
+        self._aligned: dict[tuple, RowPredictions | None] = {}
 
     def sidecar(self, source: str, file: Any) -> dict[str, Any] | None:
         if not isinstance(file, str) or not file:
@@ -107,6 +112,13 @@ class Evidence:
     def predictions(self, runs: pd.DataFrame, split: str, point: Any) -> RowPredictions | None:
         """The aligned predictions of ``runs`` (rows with ``seed``, ``source``, ``predictions_file``) at
         ``point`` on ``split``; None unless every run has them."""
+        files = getattr(runs, "predictions_file", pd.Series([None] * len(runs), index=runs.index))
+        key = (tuple(zip(runs["source"].astype(str), files, runs["seed"])), split, sidecar_key(point))
+        if key not in self._aligned:  # each metric column of a row, and the answer, ask again
+            self._aligned[key] = self._predictions(runs, split, point)
+        return self._aligned[key]
+
+    def _predictions(self, runs: pd.DataFrame, split: str, point: Any) -> RowPredictions | None:
         per_seed = {}
         for run in runs.itertuples():
             side = self.sidecar(str(run.source), getattr(run, "predictions_file", None))
@@ -202,6 +214,14 @@ def seed_values(runs: pd.DataFrame, column: str) -> dict[Any, float]:
 def fill_intervals(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, *, level: float = 0.95,
                    n_resamples: int = N_RESAMPLES, rng: Any = 0) -> None:
     """Set ``interval`` and ``interval_kind`` of every metric stat of ``table`` (module docstring)."""
+    progress.note(f"intervals: {table.key.task}, {len(table.rows)} rows")
+    with sums_cache.session():  # the aligned prediction lists are read-only: hash each once
+        _fill(table, evals, evidence, level, n_resamples, rng)
+
+
+def _fill(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, level: float, n_resamples: int, rng: Any
+          ) -> None:
+    jobs = []  # (row, key, current stat, estimate's arguments): gathered first, since reading sidecars is Python
     for row in table.rows:
         runs = row_runs(evals, row)
         for key, column in metric_columns(table).items():
@@ -216,12 +236,21 @@ def fill_intervals(table: GroupTable, evals: pd.DataFrame, evidence: Evidence, *
             metric = evidence.metric(with_values, column, table.primary, table.greater_is_better, found)
             if metric is None:
                 found = None
-            try:
-                est = stats.estimate(metric, values, found.by_seed if found else None,
-                                     found.references if found else None, level=level, n_resamples=n_resamples,
-                                     rng=rng)
-            except (ValueError, TypeError, IndexError):  # predictions the metric cannot read: seeds only
-                est = stats.estimate(None, values, level=level)
+            jobs.append((row, key, current, (metric, values, found)))
+
+    def estimate(job: tuple) -> stats.Estimate:
+        metric, values, found = job[3]
+        try:
+            return stats.estimate(metric, values, found.by_seed if found else None,
+                                  found.references if found else None, level=level, n_resamples=n_resamples, rng=rng)
+        except (ValueError, TypeError, IndexError):  # predictions the metric cannot read: seeds only
+            return stats.estimate(None, values, level=level)
+
+    # The estimates in two threads: resampling is numpy work on large arrays, which releases the GIL; every
+    # estimate draws with its own seed, so the threads' order does not matter. BLAS on one thread meanwhile
+    # (stats.answer.answer says why).
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=THREADS) as pool:
+        for (row, key, current, _), est in zip(jobs, pool.map(estimate, jobs)):
             if est.interval is not None:
                 row.stats[key] = replace(current, interval=(est.interval.low, est.interval.high),
                                          interval_kind=est.reported)

@@ -2,63 +2,64 @@
 
 Pure functions on per-example predictions and per-seed values; plain dataclasses out (reports render them).
 
-``metrics``    metrics as per-example columns plus a statistic vectorised over resamples
+``metrics``    the metric registry: each metric once, with its direction, range and resampling forms
+               (the built-ins in ``metric_kinds``); ``cache``: their per-example statistics, once per content
+``family``     a task's paired tests together, settled against Monte-Carlo error
+``resample``   bootstrap counts and sign flips as shared numpy arrays; resampled sufficient statistics
 ``intervals``  t interval over seeds, bootstrap over examples, the reported one (:func:`estimate`)
 ``paired``     paired bootstrap interval, sign-flip permutation test, McNemar; seeds paired by key
 ``multiple``   Holm–Bonferroni and Benjamini–Hochberg
 ``answer``     best / tied / Pareto per task, every pair, mean rank and GLUE-style average across tasks,
                paper vs measured
 ``nightly``    regression decision, exact identity, McNemar power, speed and memory bands
+
+The names below are imported on first use (PEP 562), so that the record schema can read the metric registry
+without importing scipy.
 """
 
-from adapterbench.stats.answer import (
-    Answer,
-    OverallRow,
-    PairAnswer,
-    PaperDelta,
-    TaskAnswer,
-    TaskRuns,
-    VariantAnswer,
-    VariantRuns,
-    answer,
-    answer_pairs,
-    answer_task,
-    paper_delta,
-    pareto_set,
-    permutations_for,
-    seeds_agree,
-)
-from adapterbench.stats.intervals import Estimate, Interval, estimate, example_bootstrap, seed_interval
-from adapterbench.stats.metrics import (
-    Metric,
-    classification_metric,
-    entity_metric,
-    function_metric,
-    metric_for_task,
-    regression_metric,
-    task_metric,
-)
-from adapterbench.stats.multiple import adjust, holm, significant
-from adapterbench.stats.nightly import (
-    Band,
-    BandDecision,
-    RegressionDecision,
-    band,
-    band_check,
-    discordance_rate,
-    identical,
-    mcnemar_min_detectable_drop,
-    mcnemar_power,
-    regression_decision,
-)
-from adapterbench.stats.paired import PairedResult, common_examples, mcnemar, paired_test, seed_paired_test
+from __future__ import annotations
 
-__all__ = [
-    "Answer", "Band", "BandDecision", "Estimate", "Interval", "Metric", "OverallRow", "PairAnswer", "PairedResult",
-    "PaperDelta", "RegressionDecision", "TaskAnswer", "TaskRuns", "VariantAnswer", "VariantRuns", "adjust",
-    "answer", "answer_pairs", "answer_task", "band", "band_check", "classification_metric", "common_examples",
-    "discordance_rate", "entity_metric", "estimate", "example_bootstrap", "function_metric", "holm", "identical",
-    "mcnemar", "mcnemar_min_detectable_drop", "mcnemar_power", "metric_for_task", "paired_test", "paper_delta",
-    "pareto_set", "permutations_for", "regression_decision", "regression_metric", "seed_interval",
-    "seed_paired_test", "seeds_agree", "significant", "task_metric",
-]
+import importlib
+import sys
+import types
+from typing import Any
+
+_WHERE = {
+    "answer": ("Answer", "OverallRow", "PairAnswer", "PaperDelta", "TaskAnswer", "TaskRuns", "VariantAnswer",
+               "VariantRuns", "answer", "answer_pairs", "answer_task", "paper_delta", "pareto_set",
+               "permutations_for", "seeds_agree"),
+    "intervals": ("Estimate", "Interval", "estimate", "example_bootstrap", "seed_interval"),
+    "metrics": ("Metric", "classification_metric", "entity_metric", "function_metric", "metric_for_task",
+                "regression_metric", "task_metric", "register_metric"),
+    "multiple": ("adjust", "holm", "significant"),
+    "nightly": ("Band", "BandDecision", "RegressionDecision", "band", "band_check", "discordance_rate", "identical",
+                "mcnemar_min_detectable_drop", "mcnemar_power", "regression_decision"),
+    "paired": ("PairedResult", "common_examples", "mcnemar", "paired_test", "seed_paired_test"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapterbench.stats' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"adapterbench.stats.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """Loading the submodule ``answer`` must not replace the function ``answer`` (the package's API, as when
+    the names were imported eagerly)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (name in _MODULE_OF and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -14,7 +14,8 @@ Per task (``TaskRuns``; the family of one task is its comparisons against the be
    ``m`` times that, so a family of many candidates would be tied by resolution alone (32 candidates at 2,000
    resamples: 0.032, at best); the permutation tests of a family therefore use
    ``B = max(n_resamples, ceil(20 m / alpha) - 1)`` sign flips (:func:`permutations_for`), which keeps that
-   floor at ``alpha / 10`` or below;
+   floor at ``alpha / 10`` or below. A decision within 3 Monte-Carlo errors of flipping gets more sign flips,
+   up to a cap, and is marked ``unstable`` if it stays there (:mod:`adapterbench.stats.family`);
 5. **Pareto set** over (``cost_key``, mean metric): variants that no other beats on both, i.e. no ``j`` with
    ``cost_j <= cost_i`` and ``value_j >= value_i`` (direction-aware), one strictly; listed by cost;
 6. **rank**: 1 = best mean, ties share the average rank (``scipy.stats.rankdata``).
@@ -52,13 +53,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
+from threadpoolctl import threadpool_limits
 
+from adapterbench.stats.family import compare, settle
 from adapterbench.stats.intervals import (
     N_RESAMPLES,
     Estimate,
@@ -69,9 +73,10 @@ from adapterbench.stats.intervals import (
 )
 from adapterbench.stats.metrics import Metric
 from adapterbench.stats.multiple import adjust
-from adapterbench.stats.paired import PairedResult, paired_test, seed_paired_test
+from adapterbench.stats.paired import PairedResult, seed_paired_test
 
 DEPLOYED_PARAMS = "params/deployed_adapter"
+THREADS = 2  # tasks answered at once (the project's machines have two cores or more)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class VariantAnswer:
     paper: PaperDelta | None
     seeds_agree: bool | None = None   # vs the best: every common seed's difference has the mean's sign
     seed_p_adjusted: float | None = None  # vs the best: paired t over common seeds, Holm over the task
+    unstable: bool = False  # the verdict is within 3 Monte-Carlo errors of flipping at the most sign flips
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class PairAnswer:
     p_adjusted: float | None     # Holm over every pair of the task
     verdict: str                 # "a better", "b better", "tied" or "untested"
     seeds_agree: bool | None = None  # every common seed's difference a - b has the mean's sign
+    unstable: bool = False  # the verdict is within 3 Monte-Carlo errors of flipping at the most sign flips
 
 
 @dataclass(frozen=True)
@@ -195,17 +202,6 @@ def permutations_for(m: int, alpha: float, at_least: int = N_RESAMPLES) -> int:
     return max(int(at_least), math.ceil(20 * m / alpha) - 1)
 
 
-def _paired(task: TaskRuns, run: VariantRuns, other: VariantRuns, n_resamples: int, rng: Any,
-            interval: bool = True, n_permutations: int | None = None) -> PairedResult | None:
-    """``run`` minus ``other``: on their shared predictions when both have some, else the t over seeds."""
-    if run.predictions and other.predictions and task.references is not None:
-        if set(run.predictions) & set(other.predictions):
-            return paired_test(task.metric, run.predictions, other.predictions, task.references,
-                               n_resamples=n_resamples, n_permutations=n_permutations, interval=interval,
-                               rng=rng)
-    return seed_paired_test(task.metric.name, run.seed_values, other.seed_values)
-
-
 def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED_PARAMS,
                 n_resamples: int = N_RESAMPLES, rng: Any = 0) -> TaskAnswer:
     """The answer for one task (steps in the module docstring)."""
@@ -219,10 +215,13 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
     best_i = int(np.argmax(means) if hib else np.argmin(means))
     best = task.variants[best_i]
     flips = permutations_for(len(task.variants) - 1, alpha, n_resamples)
-    comparisons = {i: _paired(task, v, best, n_resamples, rng, n_permutations=flips)
-                   for i, v in enumerate(task.variants) if i != best_i}
-    tested = [i for i, c in comparisons.items() if c is not None]
-    adjusted = dict(zip(tested, adjust([comparisons[i].p_value for i in tested], "holm")))
+    others = [i for i in range(len(task.variants)) if i != best_i]
+    pairs = [(task.variants[i], best) for i in others]
+    found = compare(task, pairs, n_resamples=n_resamples, n_permutations=flips, interval=True, rng=rng)
+    found, adjusted_k, unstable_k = settle(task, pairs, found, alpha, rng=rng)
+    comparisons = dict(zip(others, found))
+    adjusted = {others[k]: p for k, p in adjusted_k.items()}
+    unstable = {others[k] for k in unstable_k}
     over_seeds = {i: seed_paired_test(task.metric.name, v.seed_values, best.seed_values)
                   for i, v in enumerate(task.variants) if i != best_i}
     seed_tested = [i for i, c in over_seeds.items() if c is not None]
@@ -242,7 +241,7 @@ def answer_task(task: TaskRuns, *, alpha: float = 0.05, cost_key: str = DEPLOYED
         agree = None if i == best_i else seeds_agree(v.seed_values, best.seed_values)
         seed_p = float(seed_adjusted[i]) if i in seed_adjusted else None
         rows.append(VariantAnswer(v.variant, e, float(ranks[i]), status, comparisons.get(i), p_adjusted,
-                                  i in pareto, dict(v.costs), paper, agree, seed_p))
+                                  i in pareto, dict(v.costs), paper, agree, seed_p, i in unstable))
     rows.sort(key=lambda r: (r.rank, r.variant))
     by_status = {s: tuple(r.variant for r in rows if r.status == s) for s in ("tied", "worse", "untested")}
     return TaskAnswer(task.task, task.metric.name, hib, best.variant, by_status["tied"], by_status["worse"],
@@ -257,9 +256,8 @@ def answer_pairs(task: TaskRuns, labels: Sequence[str] | None = None, *, alpha: 
     chosen = [v for v in task.variants if labels is None or v.variant in labels]
     pairs = list(combinations(chosen, 2))
     flips = permutations_for(len(pairs), alpha, n_resamples)
-    results = [_paired(task, a, b, n_resamples, rng, interval=False, n_permutations=flips) for a, b in pairs]
-    tested = [k for k, r in enumerate(results) if r is not None]
-    adjusted = dict(zip(tested, adjust([results[k].p_value for k in tested], "holm")))
+    results = compare(task, pairs, n_resamples=n_resamples, n_permutations=flips, interval=False, rng=rng)
+    results, adjusted, unstable = settle(task, pairs, results, alpha, rng=rng)
     out = []
     for k, ((a, b), result) in enumerate(zip(pairs, results)):
         if k not in adjusted:
@@ -268,7 +266,8 @@ def answer_pairs(task: TaskRuns, labels: Sequence[str] | None = None, *, alpha: 
             p = float(adjusted[k])
             a_ahead = (result.difference > 0) == task.metric.higher_is_better
             verdict = "tied" if p >= alpha or result.difference == 0 else ("a better" if a_ahead else "b better")
-        out.append(PairAnswer(a.variant, b.variant, result, p, verdict, seeds_agree(a.seed_values, b.seed_values)))
+        out.append(PairAnswer(a.variant, b.variant, result, p, verdict, seeds_agree(a.seed_values, b.seed_values),
+                              k in unstable))
     return tuple(out)
 
 
@@ -306,8 +305,13 @@ def answer(tasks: Sequence[TaskRuns], *, alpha: float = 0.05, cost_key: str = DE
     names = [t.task for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names repeat: {names}")
-    per_task = tuple(answer_task(t, alpha=alpha, cost_key=cost_key, n_resamples=n_resamples, rng=rng)
-                     for t in tasks)
+    # Tasks in two threads: their statistics are numpy work on large arrays, which releases the GIL, and each
+    # task's draws are seeded alone, so the result does not depend on the threads' order. BLAS on one thread
+    # meanwhile: two threads of each on two cores spin-wait (measured: twice the CPU for the same wall time).
+    with threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(max_workers=min(THREADS, len(tasks)) or 1) as pool:
+        per_task = tuple(pool.map(lambda t: answer_task(t, alpha=alpha, cost_key=cost_key, n_resamples=n_resamples,
+                                                        rng=rng), tasks))
     variants = list(dict.fromkeys(v.variant for t in tasks for v in t.variants))
     overall = []
     for name in variants:

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from adapterbench.stats import resample
+from adapterbench.stats.cache import metric_sums
 from adapterbench.stats.metrics import Metric
 
 N_RESAMPLES = 2000
@@ -112,7 +114,12 @@ def bootstrap(columns: Sequence[np.ndarray], statistic: Callable[..., np.ndarray
 
 
 def default_method(metric: Metric, n_examples: int, n_columns: int = 1) -> str:
-    """BCa where its jackknife is affordable (module docstring), else percentile."""
+    """BCa where its jackknife is affordable (module docstring), else percentile.
+
+    The rule counts the columns of the columns form (``Metric.n_columns`` per seed and side), as when every
+    jackknife statistic was recomputed from columns; with sufficient statistics the jackknife is cheap at any
+    size, but keeping the rule keeps the reported intervals' method what it was.
+    """
     affordable = metric.vectorised and metric.bca and n_examples * n_examples * n_columns <= BCA_MAX_CELLS
     return "BCa" if affordable else "percentile"
 
@@ -132,19 +139,35 @@ def example_bootstrap(metric: Metric, predictions: Sequence[Any], references: An
                       ) -> tuple[float, Interval, np.ndarray]:
     """Bootstrap over examples of the seed-mean metric -> (value, interval, bootstrap distribution).
 
-    ``predictions`` holds one per-example prediction set per seed, all on the same ``references``.
+    ``predictions`` holds one per-example prediction set per seed, all on the same ``references``. Metrics with
+    sufficient statistics resample them (:func:`adapterbench.stats.resample.bootstrap_sums`), Spearman its
+    weighted ranks, any other metric its columns through ``scipy.stats.bootstrap``: the same draws in all three.
     """
     if not predictions:
         raise ValueError("no predictions to bootstrap")
-    per_seed = [metric.columns(p, references) for p in predictions]
-    columns = [c for cols in per_seed for c in cols]
-    statistic = seeds_statistic(metric, len(per_seed), len(per_seed[0]))
-    value = float(statistic(*columns))
-    method = method or default_method(metric, len(columns[0]), len(columns))
-    low, high, dist, used = bootstrap(columns, statistic, level=level, n_resamples=n_resamples, method=method,
-                                      rng=rng)
-    seeds = f", mean of {len(per_seed)} seeds" if len(per_seed) > 1 else ""
-    words = f"{used} bootstrap over {len(columns[0])} examples ({n_resamples} resamples{seeds})"
+    seeds = f", mean of {len(predictions)} seeds" if len(predictions) > 1 else ""
+    weights = [1.0 / len(predictions)] * len(predictions)
+    n = len(references)
+    method = method or default_method(metric, n, metric.n_columns * len(predictions))
+    if metric.sums is not None and metric.from_sums is not None:
+        blocks = [metric_sums(metric, p, references) for p in predictions]
+        value, low, high, dist, used = resample.bootstrap_sums(blocks, weights, metric.from_sums, level=level,
+                                                               n_resamples=n_resamples, method=method, rng=rng)
+    elif metric.weighted is not None and method == "percentile":  # columns: (predictions, references)
+        per_seed = [metric.columns(p, references) for p in predictions]
+        value = float(np.mean([metric.statistic(*cols) for cols in per_seed]))
+        dist, low, high = resample.bootstrap_weighted([cols[0] for cols in per_seed], per_seed[0][1], weights,
+                                                      metric.weighted, level=level, n_resamples=n_resamples,
+                                                      rng=rng)
+        used = "percentile"
+    else:
+        per_seed = [metric.columns(p, references) for p in predictions]
+        columns = [c for cols in per_seed for c in cols]
+        statistic = seeds_statistic(metric, len(per_seed), len(per_seed[0]))
+        value = float(statistic(*columns))
+        low, high, dist, used = bootstrap(columns, statistic, level=level, n_resamples=n_resamples, method=method,
+                                          rng=rng)
+    words = f"{used} bootstrap over {n} examples ({n_resamples} resamples{seeds})"
     return value, Interval(low, high, level, words), dist
 
 
@@ -169,6 +192,8 @@ def estimate(metric: Metric | None = None, seed_values: Mapping[Any, float] | No
     if have_predictions:
         _, by_examples, _ = example_bootstrap(metric, list(predictions.values()), references, level=level,
                                               n_resamples=n_resamples, rng=rng)
+        if not (math.isfinite(by_examples.low) and math.isfinite(by_examples.high)):
+            by_examples = None  # an undefined metric (a correlation with a constant) has no interval
     candidates = [(i.high - i.low, name, i) for name, i in (("seeds", by_seeds), ("examples", by_examples)) if i]
     if not candidates:
         return Estimate(mean, std, len(values), None, "none")

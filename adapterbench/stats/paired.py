@@ -11,9 +11,11 @@ corpus-level metric. Three pieces, each on the metric's per-example columns (:mo
   the examples (the same examples in every seed, keeping the example the unit) and recomputes ``d``;
   one-sided ``p = (1 + #{d* <= d}) / (1 + B)`` (and its mirror), two-sided ``min(1, 2 min(p_less, p_greater))``
   (Davison & Hinkley, 1997; scipy's ``permutation_test(permutation_type="samples")`` convention), so ``B``
-  resamples cannot give a two-sided p below ``2 / (B + 1)``. Written with numpy because scipy's version loops
-  over examples in Python (0.4 s per test at n = 872; this one takes milliseconds), which matters for the
-  simulations that check the false-alarm rate; the tests check both agree;
+  resamples cannot give a two-sided p below ``2 / (B + 1)``. With sufficient statistics a batch of swaps is one
+  matrix product (:func:`adapterbench.stats.resample.sign_flip_null_sums`; the draws are shared by every pair on
+  the same examples); other metrics swap their columns. ``PairedResult.mc_error`` is the Monte-Carlo standard
+  error of the two-sided p (:func:`adapterbench.stats.resample.mc_error`); the tests check scipy agrees within
+  it;
 * **McNemar's exact test** (``test="mcnemar"``, accuracy with one seed): with ``b`` examples right under A only
   and ``c`` right under B only, under H0 ``b ~ Binomial(b + c, 1/2)`` (``scipy.stats.binomtest``).
 
@@ -32,6 +34,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from adapterbench.stats import resample
+from adapterbench.stats.cache import metric_sums
 from adapterbench.stats.intervals import N_RESAMPLES, Interval, bootstrap, default_method
 from adapterbench.stats.metrics import Metric
 
@@ -52,6 +56,8 @@ class PairedResult:
     n_examples: int
     seeds: tuple[Any, ...]
     identical: bool  # the two sides' predictions are equal (per seed), so the difference is exactly 0
+    n_permutations: int | None = None  # sign flips behind the p-values (None: an exact or a t test)
+    mc_error: float | None = None      # Monte-Carlo standard error of p_value (sign flips only)
 
 
 def as_seeds(predictions: Any) -> dict[Any, Any]:
@@ -79,18 +85,13 @@ def common_examples(ids_a: Sequence[Any], ids_b: Sequence[Any]) -> tuple[np.ndar
     return np.asarray(index_a, dtype=np.int64), np.asarray(index_b, dtype=np.int64)
 
 
-def _p_values(null: np.ndarray, observed: float) -> tuple[float, float, float]:
-    """(two-sided, less, greater) with the +1 correction; values within float noise count as equal."""
-    tol = 1e-12 * max(1.0, abs(observed))
-    count = len(null) + 1
-    less = (np.sum(null <= observed + tol) + 1) / count
-    greater = (np.sum(null >= observed - tol) + 1) / count
-    return min(1.0, 2 * min(less, greater)), float(less), float(greater)
+_p_values = resample.p_values
 
 
 def sign_flip_null(metric: Metric, cols_a: Sequence[Sequence[np.ndarray]], cols_b: Sequence[Sequence[np.ndarray]],
                    n_resamples: int, rng: np.random.Generator, batch: int = 250) -> np.ndarray:
-    """Null distribution of ``d`` with A and B swapped on a random half of the examples per resample.
+    """Null distribution of ``d`` with A and B swapped on a random half of the examples per resample, for
+    metrics without sufficient statistics (their columns are swapped and the metric recomputed).
 
     ``cols_a[s]``: the columns of A's seed ``s`` (same for B); every column has shape ``(n,)``.
     """
@@ -125,6 +126,102 @@ def arrays_equal(x: Any, y: Any) -> bool:
         return len(x) == len(y) and all(arrays_equal(u, v) for u, v in zip(x, y))
 
 
+@dataclass
+class _Pair:
+    """One comparison's inputs, read once: its seeds, sufficient statistics (or columns) and difference."""
+
+    a: dict[Any, Any]
+    b: dict[Any, Any]
+    seeds: list[Any]
+    test: str
+    identical: bool
+    difference: float
+    n_examples: int
+    blocks_a: list[tuple[str, np.ndarray]] | None = None
+    blocks_b: list[tuple[str, np.ndarray]] | None = None
+    cols_a: list[Any] | None = None
+    cols_b: list[Any] | None = None
+
+
+def _has_sums(metric: Metric) -> bool:
+    return metric.sums is not None and metric.from_sums is not None
+
+
+def _prepare(metric: Metric, a: Any, b: Any, references: Any, test: str) -> _Pair:
+    if test not in TESTS:
+        raise ValueError(f"test {test!r} is unknown; allowed: {list(TESTS)}")
+    a, b = as_seeds(a), as_seeds(b)
+    seeds = common_seeds(a, b)
+    if test == "auto":
+        test = "mcnemar" if metric.correct is not None and len(seeds) == 1 else "permutation"
+    if test == "mcnemar" and (metric.correct is None or len(seeds) != 1):
+        raise ValueError(f"McNemar's test needs accuracy and one seed; got {metric.name!r}, {len(seeds)} seeds")
+    identical = all(arrays_equal(a[s], b[s]) for s in seeds)
+    if _has_sums(metric):
+        blocks_a = [metric_sums(metric, a[s], references) for s in seeds]
+        blocks_b = [metric_sums(metric, b[s], references) for s in seeds]
+        per_seed = [float(metric.from_sums(xa.sum(0)) - metric.from_sums(xb.sum(0)))
+                    for (_, xa), (_, xb) in zip(blocks_a, blocks_b)]
+        return _Pair(a, b, seeds, test, identical, float(np.mean(per_seed)), blocks_a[0][1].shape[0],
+                     blocks_a=blocks_a, blocks_b=blocks_b)
+    cols_a = [metric.columns(a[s], references) for s in seeds]
+    cols_b = [metric.columns(b[s], references) for s in seeds]
+    per_seed = [metric.statistic(*ca) - metric.statistic(*cb) for ca, cb in zip(cols_a, cols_b)]
+    return _Pair(a, b, seeds, test, identical, float(np.mean(per_seed)), len(cols_a[0][0]), cols_a=cols_a,
+                 cols_b=cols_b)
+
+
+def paired_tests(metric: Metric, pairs: Sequence[tuple[Any, Any]], references: Any, *, test: str = "auto",
+                 level: float = 0.95, n_resamples: int = N_RESAMPLES, n_permutations: int | None = None,
+                 interval: bool = True, rng: Any = 0) -> list[PairedResult]:
+    """:func:`paired_test` of every ``(a, b)`` in ``pairs`` (all on ``references``): the sign-flip tests of
+    metrics with sufficient statistics share their draws and run as one matrix product."""
+    prepared = [_prepare(metric, a, b, references, test) for a, b in pairs]
+    draws = n_permutations or n_resamples
+    flipped = [k for k, p in enumerate(prepared) if p.test == "permutation" and not p.identical]
+    nulls: dict[int, np.ndarray] = {}
+    fast = [k for k in flipped if prepared[k].blocks_a is not None]
+    if fast:
+        found = resample.sign_flip_nulls([([x for _, x in prepared[k].blocks_a], [x for _, x in prepared[k].blocks_b])
+                                          for k in fast], metric.from_sums, draws, rng)
+        nulls.update(zip(fast, found))
+    for k in flipped:
+        if k not in nulls:
+            nulls[k] = sign_flip_null(metric, prepared[k].cols_a, prepared[k].cols_b, draws, np.random.default_rng(rng))
+    return [_result(metric, p, nulls.get(k), draws, references, level, n_resamples, interval, rng)
+            for k, p in enumerate(prepared)]
+
+
+def _result(metric: Metric, p: _Pair, null: np.ndarray | None, draws: int, references: Any, level: float,
+            n_resamples: int, interval: bool, rng: Any) -> PairedResult:
+    used_draws = error = None
+    if p.identical:
+        p2 = p_less = p_greater = 1.0
+    elif p.test == "mcnemar":
+        p2, p_less, p_greater, _, _ = mcnemar(metric.correct(p.a[p.seeds[0]], references),
+                                              metric.correct(p.b[p.seeds[0]], references))
+    else:
+        p2, p_less, p_greater = _p_values(null, p.difference)
+        used_draws, error = draws, resample.mc_error(p_less, p_greater, draws)
+    found = None
+    if interval and p.identical:
+        found = Interval(0.0, 0.0, level, "identical predictions")
+    elif interval:
+        seeds_words = f", {len(p.seeds)} paired seeds" if len(p.seeds) > 1 else ""
+        method = default_method(metric, p.n_examples, 2 * len(p.seeds) * metric.n_columns)
+        if p.blocks_a is not None:
+            weights = [1.0 / len(p.seeds)] * len(p.seeds) + [-1.0 / len(p.seeds)] * len(p.seeds)
+            _, low, high, _, used = resample.bootstrap_sums([*p.blocks_a, *p.blocks_b], weights, metric.from_sums,
+                                                            level=level, n_resamples=n_resamples, method=method,
+                                                            rng=rng)
+        else:
+            low, high, used = _columns_interval(metric, p.cols_a, p.cols_b, level, n_resamples, method, rng)
+        found = Interval(low, high, level, f"paired {used} bootstrap over {p.n_examples} examples "
+                                           f"({n_resamples} resamples{seeds_words})")
+    return PairedResult(metric.name, p.difference, found, float(p2), float(p_less), float(p_greater), p.test,
+                        p.n_examples, tuple(p.seeds), p.identical, used_draws, error)
+
+
 def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = "auto", level: float = 0.95,
                 n_resamples: int = N_RESAMPLES, n_permutations: int | None = None, interval: bool = True,
                 rng: Any = 0) -> PairedResult:
@@ -135,49 +232,24 @@ def paired_test(metric: Metric, a: Any, b: Any, references: Any, *, test: str = 
     ``n_resamples``: of the bootstrap interval; ``n_permutations``: of the sign-flip test (default the same),
     which a family of many tests needs larger (:func:`adapterbench.stats.answer.permutations_for`).
     """
-    if test not in TESTS:
-        raise ValueError(f"test {test!r} is unknown; allowed: {list(TESTS)}")
-    a, b = as_seeds(a), as_seeds(b)
-    seeds = common_seeds(a, b)
-    if test == "auto":
-        test = "mcnemar" if metric.correct is not None and len(seeds) == 1 else "permutation"
-    if test == "mcnemar" and (metric.correct is None or len(seeds) != 1):
-        raise ValueError(f"McNemar's test needs accuracy and one seed; got {metric.name!r}, {len(seeds)} seeds")
-    cols_a = [metric.columns(a[s], references) for s in seeds]
-    cols_b = [metric.columns(b[s], references) for s in seeds]
+    return paired_tests(metric, [(a, b)], references, test=test, level=level, n_resamples=n_resamples,
+                        n_permutations=n_permutations, interval=interval, rng=rng)[0]
+
+
+def _columns_interval(metric: Metric, cols_a: Sequence[Sequence[np.ndarray]], cols_b: Sequence[Sequence[np.ndarray]],
+                      level: float, n_resamples: int, method: str, rng: Any) -> tuple[float, float, str]:
+    """The paired bootstrap on columns (``scipy.stats.bootstrap``), for metrics without sufficient statistics."""
     n_cols = len(cols_a[0])
-    per_seed = [metric.statistic(*ca) - metric.statistic(*cb) for ca, cb in zip(cols_a, cols_b)]
-    difference = float(np.mean(per_seed))
-    identical = all(arrays_equal(a[s], b[s]) for s in seeds)
-    generator = np.random.default_rng(rng)
-    if identical:
-        p2 = p_less = p_greater = 1.0
-    elif test == "mcnemar":
-        p2, p_less, p_greater, _, _ = mcnemar(metric.correct(a[seeds[0]], references),
-                                              metric.correct(b[seeds[0]], references))
-    else:
-        null = sign_flip_null(metric, cols_a, cols_b, n_permutations or n_resamples, generator)
-        p2, p_less, p_greater = _p_values(null, difference)
-    found = None
-    if interval and identical:
-        found = Interval(0.0, 0.0, level, "identical predictions")
-    elif interval:
-        flat = [c for ca, cb in zip(cols_a, cols_b) for c in (*ca, *cb)]
+    flat = [c for ca, cb in zip(cols_a, cols_b) for c in (*ca, *cb)]
 
-        def statistic(*cols: np.ndarray, axis: int = -1) -> np.ndarray:
-            step = 2 * n_cols
-            return np.mean([metric.statistic(*cols[i:i + n_cols], axis=axis)
-                            - metric.statistic(*cols[i + n_cols:i + step], axis=axis)
-                            for i in range(0, len(cols), step)], axis=0)
+    def statistic(*cols: np.ndarray, axis: int = -1) -> np.ndarray:
+        step = 2 * n_cols
+        return np.mean([metric.statistic(*cols[i:i + n_cols], axis=axis)
+                        - metric.statistic(*cols[i + n_cols:i + step], axis=axis)
+                        for i in range(0, len(cols), step)], axis=0)
 
-        method = default_method(metric, len(flat[0]), len(flat))
-        low, high, _, used = bootstrap(flat, statistic, level=level, n_resamples=n_resamples, method=method,
-                                       rng=generator)
-        seeds_words = f", {len(seeds)} paired seeds" if len(seeds) > 1 else ""
-        found = Interval(low, high, level, f"paired {used} bootstrap over {len(flat[0])} examples "
-                                            f"({n_resamples} resamples{seeds_words})")
-    return PairedResult(metric.name, difference, found, float(p2), float(p_less), float(p_greater), test,
-                        len(cols_a[0][0]), tuple(seeds), identical)
+    low, high, _, used = bootstrap(flat, statistic, level=level, n_resamples=n_resamples, method=method, rng=rng)
+    return low, high, used
 
 
 def seed_paired_test(metric_name: str, a: Mapping[Any, float], b: Mapping[Any, float], *, level: float = 0.95

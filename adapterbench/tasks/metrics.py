@@ -1,8 +1,7 @@
-"""Task metrics: the official GLUE metrics and CoNLL entity-level scores.
+"""Task metrics: the official GLUE metrics and CoNLL entity-level scores, computed by the metric registry.
 
-scikit-learn computes the classification metrics, scipy the correlations and seqeval (the reference
-implementation of conlleval) the entity-level scores; the functions here only fix the conventions below and
-document the formulas. The tests check them against values worked out by hand.
+Every metric is declared once in :mod:`adapterbench.stats.metrics` (its formula, direction, range and
+resampling form; checked there against scikit-learn, scipy and seqeval); this module is the loop's entry point.
 
 ``compute_metrics(task, predictions, references)`` takes
 
@@ -11,9 +10,10 @@ document the formulas. The tests check them against values worked out by hand.
 * token classification: two lists of int sequences (tag indices), already aligned and filtered to the labelled
   positions (first sub-words), sequence ``i`` of equal length in both,
 
-and returns ``{metric name: float}`` for every metric of the task. Every metric here is higher-is-better
-(:data:`METRIC_DIRECTION`, the schema's table). Undefined values (a constant input to a correlation, no positives
-for F1) are 0.0, scikit-learn's convention for MCC and F1, so a collapsed model scores "no skill" rather than NaN.
+and returns ``{metric name: float}`` for every metric of the task. F1 and MCC are 0.0 where undefined (no
+positives; a constant marginal), scikit-learn's convention, so a collapsed classifier scores "no skill". A
+correlation with a constant (constant predictions or constant labels) is **NaN**: it is undefined, not zero; the
+loop stores it as null in the record.
 """
 
 from __future__ import annotations
@@ -23,78 +23,48 @@ from typing import Any
 
 import numpy as np
 
-from adapterbench.schema import METRIC_DIRECTIONS
+from adapterbench.stats.cache import metric_sums
+from adapterbench.stats.metrics import entity_counts, metric_directions, metrics_by_kind, task_metric
 from adapterbench.tasks.spec import TaskSpec
 
-METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "f1", "matthews_correlation"),
-    "regression": ("pearson", "spearmanr"),
-    "token_classification": ("f1", "precision", "recall", "accuracy"),
-}
-# The direction of every metric, defined once in the record schema (reports orient best marks and charts by it).
-METRIC_DIRECTION = METRIC_DIRECTIONS
+METRICS_BY_KIND: dict[str, tuple[str, ...]] = metrics_by_kind()
+# The direction of every registered metric (the record schema's table is built from the same registry).
+METRIC_DIRECTION = metric_directions()
 
 
-# ---- classification (scikit-learn) ---------------------------------------------------------------------------
+def _value(kind: str, name: str, predictions: Any, references: Any, **task: Any) -> float:
+    return task_metric(kind, name, **task).value(predictions, references)
 
 
 def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
     """Fraction of exact matches: ``mean(pred == ref)``."""
-    from sklearn.metrics import accuracy_score
-
-    return float(accuracy_score(np.asarray(references), np.asarray(predictions)))
+    k = int(max(np.max(predictions), np.max(references))) + 1
+    return _value("classification", "accuracy", predictions, references, num_labels=k)
 
 
 def f1(predictions: np.ndarray, references: np.ndarray, num_labels: int = 2) -> float:
     """F1 of the positive class (index 1) for two labels: ``2 TP / (2 TP + FP + FN)``, 0.0 when undefined (GLUE's
     MRPC and QQP F1). With more than two labels, the unweighted mean of per-class F1 over the classes that occur
     in either array (scikit-learn's ``average="macro"``)."""
-    from sklearn.metrics import f1_score
-
-    pred, ref = np.asarray(predictions), np.asarray(references)
-    if num_labels <= 2:
-        return float(f1_score(ref, pred, labels=[1], average="micro", zero_division=0))
-    return float(f1_score(ref, pred, average="macro", zero_division=0))
+    return _value("classification", "f1", predictions, references, num_labels=num_labels)
 
 
 def matthews_correlation(predictions: np.ndarray, references: np.ndarray) -> float:
-    """Matthews correlation coefficient, multiclass form (Gorodkin, 2004; GLUE's CoLA metric).
-
-    With the confusion matrix ``C`` (rows true, columns predicted), ``t = C.sum(1)``, ``p = C.sum(0)``,
-    ``c = trace(C)``, ``s = C.sum()``: ``MCC = (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))``; for two classes this
-    is ``(TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN))``. 0.0 when a marginal is constant.
-    """
-    from sklearn.metrics import matthews_corrcoef
-
-    return float(matthews_corrcoef(np.asarray(references), np.asarray(predictions)))
-
-
-# ---- regression (scipy) ---------------------------------------------------------------------------------------
-
-
-def _correlation(statistic: Any, x: np.ndarray, y: np.ndarray) -> float:
-    """A scipy correlation, 0.0 where it is undefined (fewer than two values, or a constant input)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(np.clip(statistic(x, y).statistic, -1.0, 1.0))
+    """Matthews correlation coefficient, multiclass form (Gorodkin, 2004; GLUE's CoLA metric); 0.0 when a
+    marginal is constant."""
+    k = int(max(np.max(predictions), np.max(references))) + 1
+    return _value("classification", "matthews_correlation", predictions, references, num_labels=k)
 
 
 def pearson(predictions: np.ndarray, references: np.ndarray) -> float:
-    """Pearson's r: ``sum((x - mean x)(y - mean y)) / sqrt(sum((x - mean x)^2) sum((y - mean y)^2))``."""
-    from scipy import stats
-
-    return _correlation(stats.pearsonr, predictions, references)
+    """Pearson's r; NaN when either input is constant or has fewer than two values."""
+    return _value("regression", "pearson", predictions, references)
 
 
 def spearmanr(predictions: np.ndarray, references: np.ndarray) -> float:
-    """Spearman's rho: Pearson's r of the ranks, ties sharing the mean of the ranks they span."""
-    from scipy import stats
-
-    return _correlation(stats.spearmanr, predictions, references)
-
-
-# ---- token classification -------------------------------------------------------------------------------------
+    """Spearman's rho: Pearson's r of the ranks, ties sharing the mean of the ranks they span; NaN when either
+    input is constant."""
+    return _value("regression", "spearmanr", predictions, references)
 
 
 def to_tags(sequences: Sequence[Sequence[int]], labels: Sequence[str]) -> list[list[str]]:
@@ -102,23 +72,12 @@ def to_tags(sequences: Sequence[Sequence[int]], labels: Sequence[str]) -> list[l
     return [[labels[int(i)] for i in seq] for seq in sequences]
 
 
-def entity_scores(predictions: list[list[str]], references: list[list[str]]) -> dict[str, float]:
-    """seqeval's entity-level precision, recall and F1 (default, conlleval-compatible mode) and token accuracy.
-
-    An entity counts as correct only when its type and both boundaries match (Tjong Kim Sang & De Meulder,
-    2003): ``P = correct / predicted entities``, ``R = correct / reference entities``, ``F1 = 2PR / (P + R)``.
-    """
-    from seqeval import metrics as seqeval_metrics
-
-    return {
-        "precision": float(seqeval_metrics.precision_score(references, predictions, zero_division=0)),
-        "recall": float(seqeval_metrics.recall_score(references, predictions, zero_division=0)),
-        "f1": float(seqeval_metrics.f1_score(references, predictions, zero_division=0)),
-        "accuracy": float(seqeval_metrics.accuracy_score(references, predictions)),
-    }
-
-
-# ---- entry point ----------------------------------------------------------------------------------------------
+def entity_scores(predictions: Sequence[Sequence[int]], references: Sequence[Sequence[int]],
+                  labels: Sequence[str]) -> dict[str, float]:
+    """seqeval's entity-level precision, recall and F1 (conlleval mode) and token accuracy, from tag indices."""
+    c, p, g, ok, n = entity_counts(predictions, references, labels).sum(axis=0).astype(float)
+    return {"precision": c / p if p else 0.0, "recall": c / g if g else 0.0,
+            "f1": 2 * c / (p + g) if p + g else 0.0, "accuracy": ok / n if n else 0.0}
 
 
 def compute_metrics(task: TaskSpec, predictions: Any, references: Any) -> dict[str, float]:
@@ -127,22 +86,25 @@ def compute_metrics(task: TaskSpec, predictions: Any, references: Any) -> dict[s
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if len(references) == 0:
         raise ValueError("no examples to score")
-    if task.kind == "token_classification":
-        for i, (p, r) in enumerate(zip(predictions, references)):
-            if len(p) != len(r):
-                raise ValueError(f"sequence {i}: {len(p)} predicted tags but {len(r)} reference tags")
-        labels = task.labels or ()
-        scores = entity_scores(to_tags(predictions, labels), to_tags(references, labels))
+    if task.kind == "classification":
+        predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
+        references = np.asarray(references).reshape(-1).astype(np.int64)
     elif task.kind == "regression":
-        pred = np.asarray(predictions, dtype=np.float64).reshape(-1)
-        ref = np.asarray(references, dtype=np.float64).reshape(-1)
-        scores = {"pearson": pearson(pred, ref), "spearmanr": spearmanr(pred, ref)}
-    else:
-        pred = np.asarray(predictions).reshape(-1).astype(np.int64)
-        ref = np.asarray(references).reshape(-1).astype(np.int64)
-        scores = {"accuracy": accuracy(pred, ref), "f1": f1(pred, ref, task.num_labels),
-                  "matthews_correlation": matthews_correlation(pred, ref)}
-    unknown = [m for m in task.metrics if m not in scores]
-    if unknown:
-        raise ValueError(f"task {task.name!r} asks for {unknown}, not defined for kind {task.kind!r}")
-    return {name: scores[name] for name in task.metrics}
+        predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
+        references = np.asarray(references, dtype=np.float64).reshape(-1)
+    try:
+        metrics = [task_metric(task.kind, name, num_labels=task.num_labels, labels=task.labels)
+                   for name in task.metrics]
+    except ValueError as err:
+        raise ValueError(f"task {task.name!r}: {err}") from None
+    scores: dict[str, float] = {}
+    shared: dict[str, np.ndarray] = {}  # metrics with one sums_key share one extraction (entities once)
+    for metric in metrics:
+        if metric.sums_key is not None:
+            if metric.sums_key not in shared:
+                # through the statistics cache: the report that follows a run finds the entities extracted
+                shared[metric.sums_key] = metric_sums(metric, predictions, references)[1].sum(axis=0)
+            scores[metric.name] = float(metric.from_sums(shared[metric.sums_key]))
+        else:
+            scores[metric.name] = metric.value(predictions, references)
+    return scores
