@@ -342,7 +342,10 @@ def test_csv_columns_and_values(built, mixed):
 
 def test_markdown_report(built, mixed):
     md = (built[1] / "report.md").read_text()
-    assert "| variant | n | Pareto | validation/accuracy ↑" in md
+    assert "| variant | n | learned | Pareto | validation/accuracy ↑" in md
+    assert "| dylora@r=4 | 2 | 0 of 2 |" in md  # one row at its default point, none of its seeds learned
+    points = md[md.index("*every evaluation point"):]
+    assert all(f"| dylora@r={r} | 2 |" in points for r in (1, 2, 3, 4))  # every point in the points table
     assert "## Failed runs" in md and "loss became nan" in md
     assert "model weights" in md  # the grouping explanation
     assert "**Files skipped:** 0" in md

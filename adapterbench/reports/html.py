@@ -144,7 +144,7 @@ def _group(section) -> list[str]:
     direction = "higher is better" if t.greater_is_better else "lower is better"
     parts = [f'<h3 id="{_anchor(section.index)}">{escape(t.key.describe())}</h3>',
              f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); {run_count(t)} run(s).</p>']
-    for caption, headers, rows in table_parts(t):
+    for caption, headers, rows in table_parts(t, learned=section.learned):
         parts += [f'<p class="part">{escape(caption)}</p>', _table(headers, rows, classes=["", "", "pareto"])]
     return parts
 
