@@ -369,7 +369,9 @@ def test_record_text_is_escaped_in_markdown_and_html(mixed, tmp_path):
 def test_html_is_self_contained(built):
     page = (built[1] / "report.html").read_text()
     pngs = sorted(p.name for p in built[1].glob("*.png"))
-    assert page.count('<img src="data:image/png;base64,') == len(pngs) > 0
+    svgs = page.count('<svg class="chart"')  # the Pareto charts, inline with hover labels (report.md links the PNG)
+    assert svgs == len([p for p in pngs if p.endswith("-pareto.png")]) >= 1
+    assert page.count('<img src="data:image/png;base64,') == len(pngs) - svgs > 0
     for external in ('src="http', "src='http", 'href="http', "@import", "<link", "url(http"):
         assert external not in page
     assert page.count('class="num best"') >= 3

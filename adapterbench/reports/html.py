@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from adapterbench.reports.answer import TASK_HEADERS
 from adapterbench.reports.model import (
     FAILED_HEADERS,
     FAILED_INTRO,
@@ -23,10 +24,21 @@ from adapterbench.reports.model import (
     Block,
     Cell,
     Report,
+    POINTS_CAPTION,
     failed_table,
+    points_cells,
     run_count,
+    shown_rows,
     table_parts,
+    uninformative,
 )
+from adapterbench.reports import svgcharts
+from adapterbench.reports.aggregate import cost_value, pareto_front
+
+SVG_CAPTION = ("One point per configuration (a variant with evaluation points at its default point); hover a point "
+               "for its name, metric with its 95% interval, and parameters. Names are written beside the points "
+               "where they fit without overlapping. Error bars: the 95% interval, left out where it is "
+               "uninformative. Dark edge and dashed line: the Pareto set (◆).")
 
 CSS = """
 :root { --fg:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --card:#ffffff; --accent:#2563eb;
@@ -77,10 +89,21 @@ figcaption { font-size:13px; color:var(--muted); margin-top:6px; }
 section.answer { background:var(--card); border:1px solid var(--line); border-radius:12px; padding:4px 22px 18px;
                  margin:20px 0 8px; }
 section.answer h2 { margin-top:18px; }
-section.answer td.text { white-space:normal; min-width:90px; }
+section.answer td.text { white-space:normal; min-width:70px; }
+section.answer td.num { white-space:normal; }
+section.answer table { table-layout:auto; }
+details { margin:8px 0; }
+details > summary { cursor:pointer; color:var(--accent); font-size:13.5px; }
+details.legend p { font-size:13px; color:var(--muted); }
+svg.chart { width:100%; height:auto; display:block; }
+svg.chart text { fill:#111827; font-family:system-ui,sans-serif; }
+svg.chart g.point:hover circle { r:8; }
 .part { font-size:12.5px; color:var(--muted); margin:10px 0 4px; }
 footer { margin-top:48px; font-size:12px; color:var(--muted); }
 """
+
+# The answer's task table keeps the verdict and its evidence in view; these fold into a second table.
+FOLDED_COLUMNS = ("test", "p over seeds (Holm)", "peak memory", "train samples/s", "inference latency (× base)")
 
 SCRIPT = """
 document.querySelectorAll("img").forEach(function (img) {
@@ -116,13 +139,29 @@ def _anchor(index: int) -> str:
     return f"group-{index}"
 
 
+def _legend(block: Block) -> list[str]:
+    if not block.legend:
+        return []
+    return ['<details class="legend"><summary>How to read this: method and symbols</summary>',
+            *(f"<p>{escape(p)}</p>" for p in block.legend), "</details>"]
+
+
 def _block(block: Block, anchor: str = "", classes: Sequence[str] = ()) -> list[str]:
+    """A block: heading, paragraphs, its table and its legend folded. A task block of the answer shows the
+    verdict columns and folds the rest (:data:`FOLDED_COLUMNS`) into a second table, so that it fits 1,400 px."""
     ident = f' id="{anchor}"' if anchor else ""
     h = f"h{block.level}"
     parts = [f"<{h}{ident}>{escape(block.title)}</{h}>"] + [f"<p>{escape(p)}</p>" for p in block.paragraphs]
-    if block.headers:
+    if block.headers and tuple(block.headers) == TASK_HEADERS:
+        fold = [i for i, name in enumerate(block.headers) if name in FOLDED_COLUMNS]
+        keep = [i for i in range(len(block.headers)) if i not in fold]
+        parts.append(_table([block.headers[i] for i in keep], [[r[i] for i in keep] for r in block.rows], classes))
+        parts += ["<details><summary>More columns: the test, p over seeds, memory, throughput, latency</summary>",
+                  _table([block.headers[i] for i in [1, *fold]], [[r[i] for i in [1, *fold]] for r in block.rows]),
+                  "</details>"]
+    elif block.headers:
         parts.append(_table(block.headers, block.rows, classes))
-    return parts
+    return parts + _legend(block)
 
 
 def _summary(report: Report) -> list[str]:
@@ -140,21 +179,43 @@ def _summary(report: Report) -> list[str]:
 
 
 def _group(section) -> list[str]:
+    """The group's table: the first part in view, the other parts and the points table folded."""
     t = section.table
     direction = "higher is better" if t.greater_is_better else "lower is better"
     parts = [f'<h3 id="{_anchor(section.index)}">{escape(t.key.describe())}</h3>',
              f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); {run_count(t)} run(s).</p>']
-    for caption, headers, rows in table_parts(t, learned=section.learned):
-        parts += [f'<p class="part">{escape(caption)}</p>', _table(headers, rows, classes=["", "", "pareto"])]
+    table_parts_ = table_parts(t, learned=section.learned)
+    for n, (caption, headers, rows) in enumerate(table_parts_):
+        if n == 1:
+            parts.append("<details><summary>More columns: " + escape(", ".join(c for c, _, _ in table_parts_[1:]))
+                         + "</summary>")
+        parts += [f'<p class="part">{escape(caption)}</p>', _table(headers, rows, classes=["", "", "", "pareto"])]
+    if len(table_parts_) > 1:
+        parts.append("</details>")
+    points = points_cells(t, section.learned)
+    if points:
+        parts += [f"<details><summary>{escape(POINTS_CAPTION)}</summary>", _table(*points), "</details>"]
     return parts
 
 
 def _charts(section, folder: Path) -> list[str]:
-    if not section.charts:
-        return []
-    figures = [f"<figure>{_image(folder, c.file, c.title)}<figcaption>{escape(c.caption)}</figcaption></figure>"
-               for c in section.charts]
-    return ['<div class="charts">', *figures, "</div>"]
+    """The Pareto chart as inline SVG with hover labels, the points chart in view; the others folded."""
+    shown, folded = [], []
+    for c in section.charts:
+        svg = None
+        if c.file.endswith("-pareto.png"):
+            rows = shown_rows(section.table)
+            pareto = pareto_front([cost_value(r) for r in rows], section.table.greater_is_better)
+            svg = svgcharts.pareto_svg(rows, c.title, section.table.greater_is_better, uninformative, pareto)
+        body = svg or _image(folder, c.file, c.title)
+        caption = SVG_CAPTION if svg else c.caption
+        figure = f"<figure>{body}<figcaption>{escape(c.title)}. {escape(caption)}</figcaption></figure>"
+        (shown if svg or c.file.endswith("-points.png") else folded).append(figure)
+    out = ['<div class="charts">', *shown, "</div>"] if shown else []
+    if folded:
+        out += [f"<details><summary>More charts ({len(folded)}): memory and throughput, trends, rank maps"
+                "</summary>", '<div class="charts">', *folded, "</div></details>"]
+    return out
 
 
 def render_html(report: Report, folder: Path) -> str:
@@ -166,8 +227,14 @@ def render_html(report: Report, folder: Path) -> str:
              f'<p class="sub">Generated {escape(report.generated_at)} by <code>bench report</code>.</p>']
     if report.answer:
         parts.append('<section class="answer" id="answer">')
-        for block in report.answer:
-            parts += _block(block)
+        head, *rest = report.answer
+        parts += _block(head)
+        if rest:
+            parts.append("<details><summary>Every verdict with its evidence, per task; the pairs matrices; across "
+                         "tasks</summary>")
+            for block in rest:
+                parts += _block(block)
+            parts.append("</details>")
         parts.append("</section>")
     parts += _summary(report)
     for task in report.tasks:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from adapterbench import stats
 from adapterbench.reports import charts
+from adapterbench.reports.charts import uninformative
 from adapterbench.reports.aggregate import (
     GroupTable,
     Row,
@@ -113,14 +114,6 @@ class Report:
     @property
     def skipped(self) -> list[str]:
         return self.collection.skipped
-
-
-def uninformative(s: Stat | None) -> bool:
-    """An interval that says nothing worth drawing: the t interval over two seeds (one degree of freedom:
-    12.7 sample stds wide) or one at least 1 wide (the whole range of a [0, 1] metric)."""
-    if not (s and s.interval):
-        return False
-    return (s.interval_kind == "seeds" and s.n <= 2) or s.interval[1] - s.interval[0] >= 1.0
 
 
 def stat_text(s: Stat | None, kind: str) -> str:
