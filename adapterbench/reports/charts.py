@@ -307,7 +307,7 @@ def points_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path 
     numeric = all(isinstance(r.point, (int, float)) and not isinstance(r.point, bool)
                   for rows in series.values() for r in rows)
     categories = list(dict.fromkeys(r.point_label for rows in series.values() for r in rows))
-    fig = _figure(6.5, 4.2)
+    fig = _figure(7.0, 3.6)
     ax = fig.add_subplot()
     _style(ax)
     for label, rows in series.items():

@@ -175,7 +175,7 @@ def _summary(report: Report) -> list[str]:
     links.append(f'<a href="#failed">failed runs ({len(report.failed)})</a>')
     if report.answer:
         links.insert(0, '<a href="#answer">the answer</a>')
-    return parts + ["</dl>", "<nav>" + "".join(links) + "</nav>", f'<p class="legend">{escape(LEGEND)}</p>']
+    return parts + ["</dl>", f'<p class="legend">{escape(LEGEND)}</p>', "<nav>" + "".join(links) + "</nav>"]
 
 
 def _group(section) -> list[str]:
@@ -236,7 +236,10 @@ def render_html(report: Report, folder: Path) -> str:
                 parts += _block(block)
             parts.append("</details>")
         parts.append("</section>")
-    parts += _summary(report)
+    runs = report.summary.get("runs", "—")
+    parts += [f"<details class=\"about\"><summary>About these runs ({escape(runs)}; "
+              f"{escape(report.summary.get('groups', '—'))} comparable group(s)) and how to read the tables"
+              "</summary>", *_summary(report)[:-1], "</details>", _summary(report)[-1]]
     for task in report.tasks:
         parts.append(f"<h2>{escape(task.task)}</h2>")
         if task.explanation:
