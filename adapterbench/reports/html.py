@@ -35,10 +35,9 @@ from adapterbench.reports.model import (
 from adapterbench.reports import svgcharts
 from adapterbench.reports.aggregate import cost_value, pareto_front
 
-SVG_CAPTION = ("One point per configuration (a variant with evaluation points at its default point); hover a point "
-               "for its name, metric with its 95% interval, and parameters. Names are written beside the points "
-               "where they fit without overlapping. Error bars: the 95% interval, left out where it is "
-               "uninformative. Dark edge and dashed line: the Pareto set (◆).")
+SVG_CAPTION = ("One point per configuration (at its default point); hover a point for its name, metric, interval and "
+               "parameters; names shown where they fit. Bars: 95% interval (none where uninformative). Dark edge, "
+               "dashed line: the Pareto set ◆.")
 
 CSS = """
 :root { --fg:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --card:#ffffff; --accent:#2563eb;
@@ -64,7 +63,7 @@ nav { margin:14px 0; font-size:14px; }
 nav a { color:var(--accent); text-decoration:none; margin-right:14px; }
 .table-wrap { overflow-x:auto; background:var(--card); border:1px solid var(--line); border-radius:10px; }
 table { border-collapse:collapse; width:100%; font-size:13.5px; }
-th, td { padding:7px 10px; border-bottom:1px solid var(--line); white-space:nowrap; }
+th, td { padding:5px 10px; border-bottom:1px solid var(--line); white-space:nowrap; }
 th { background:#f1f5f9; font-weight:600; white-space:normal; vertical-align:bottom; font-size:12.5px;
      min-width:64px; }
 th.num, td.num { text-align:right; }
@@ -256,6 +255,8 @@ def render_html(report: Report, folder: Path) -> str:
                               f'<td class="status text"><span class="badge {status}">{status}</span></td>')
     if failed:
         table = table.replace("</h2>", f'</h2><div class="note warn">{escape(FAILED_INTRO)}</div>', 1)
+    else:  # nothing to list: one line, not a section
+        table = '<p class="sub" id="failed">Failed runs: none, every run finished.</p>'
     parts.append(table)
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in report.notes) + "</ul>")
