@@ -3,15 +3,17 @@ parameter budget; across tasks the mean rank and a GLUE-style average; a paper's
 
 ::
 
-    candidates = the rows of a group table: a configuration at one evaluation point (DyLoRA's ranks are
-                 candidates like any other row), labelled as in the table (as the variant declares its points)
+    candidates = one row per configuration of a group table (candidate_rows): a variant evaluated at several
+                 points takes part at its default point, its last; a configuration none of whose seeds learned
+                 is no candidate ("did not learn"), one where some did is compared over those seeds
+                 (reports.learned)
     task runs  = stats.TaskRuns per comparable group: primary metric per seed, per-example predictions on the
                  examples every candidate with predictions shares (intervals.Evidence), costs
     answers    = stats.answer over the groups of one setting (same model, weights and profile):
                  best / tied / worse / untested (paired test against the best, Holm-corrected), Pareto set,
                  ranks, mean rank and GLUE-style average across tasks
-    pairs      = stats.answer_pairs per group over one candidate per configuration (its last evaluation
-                 point): a matrix of row-minus-column differences marked by their Holm-corrected verdicts
+    pairs      = stats.answer_pairs per group over the candidates (reports.pairs): a matrix of row-minus-column
+                 differences marked by their Holm-corrected verdicts
     blocks     = report-model Blocks, rendered first by every writer
 
 The statistics are :mod:`adapterbench.stats` (its docstrings carry the formulas); this module only chooses

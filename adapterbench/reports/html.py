@@ -1,10 +1,13 @@
 """The HTML report (``report.html``): one self-contained file.
 
-Charts are embedded as base64 PNG data URIs and the style sheet is inline, so the file opens offline and can be
-mailed or attached to a CI run on its own. The answer comes first (``<section id="answer">``), right under the
-title; each group table follows in its parts (metrics, then costs). Every piece of text that comes from a record is escaped with
-:func:`html.escape`. The one script only marks each chart as loaded or broken (``data-state``), which makes a
-chart that failed to decode visible, and lets the browser test check the images.
+The Pareto chart is inline SVG (a hover label per point, :mod:`adapterbench.reports.svgcharts`), the other charts
+are embedded as base64 PNG data URIs, and the style sheet is inline, so the file opens offline and can be mailed or
+attached to a CI run on its own. The answer comes first (``<section id="answer">``), right under the title, and
+short: one line per task; its legend, the per-task verdicts and the pairs matrices are folded (``<details>``).
+Each group table shows its metrics and folds the costs, the points table and the secondary charts, so that the
+page fits 1,400 px without sideways scrolling. Every piece of text that comes from a record is escaped with
+:func:`html.escape`. The one script only marks each chart image as loaded or broken (``data-state``), which makes
+a chart that failed to decode visible, and lets the browser test check the images.
 """
 
 from __future__ import annotations
@@ -14,17 +17,19 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from adapterbench.reports import svgcharts
+from adapterbench.reports.aggregate import cost_value, pareto_front
 from adapterbench.reports.answer import TASK_HEADERS
 from adapterbench.reports.model import (
     FAILED_HEADERS,
     FAILED_INTRO,
     GROUPING,
     LEGEND,
+    POINTS_CAPTION,
     SUMMARY_FIELDS,
     Block,
     Cell,
     Report,
-    POINTS_CAPTION,
     failed_table,
     points_cells,
     run_count,
@@ -32,8 +37,6 @@ from adapterbench.reports.model import (
     table_parts,
     uninformative,
 )
-from adapterbench.reports import svgcharts
-from adapterbench.reports.aggregate import cost_value, pareto_front
 
 SVG_CAPTION = ("One point per configuration (at its default point); hover a point for its name, metric, interval and "
                "parameters; names shown where they fit. Bars: 95% interval (none where uninformative). Dark edge, "

@@ -27,7 +27,6 @@ import pandas as pd
 
 from adapterbench import stats
 from adapterbench.reports import charts
-from adapterbench.reports.charts import uninformative
 from adapterbench.reports.aggregate import (
     GroupTable,
     Row,
@@ -39,6 +38,7 @@ from adapterbench.reports.aggregate import (
 )
 from adapterbench.reports.answer import GroupInput, build_answer, candidate_rows
 from adapterbench.reports.blocks import Block, Cell
+from adapterbench.reports.charts import uninformative
 from adapterbench.reports.collect import Collection, GroupKey, explain_groups, group_keys
 from adapterbench.reports.intervals import Evidence, fill_intervals, group_evaluations, row_runs
 from adapterbench.reports.learned import Learned, learned_of
