@@ -36,6 +36,17 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
 
 
+def _segment_boxes(line: Sequence[tuple[float, float]], step: float = 6.0) -> list[tuple[float, float, float, float]]:
+    """Small boxes along a polyline (pixels), so that a label placed clear of them does not sit on the line."""
+    boxes = []
+    for (x0, y0), (x1, y1) in zip(line, line[1:]):
+        n = max(1, int(math.hypot(x1 - x0, y1 - y0) / step))
+        for k in range(n + 1):
+            x, y = x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n
+            boxes.append((x - 2, y - 2, x + 2, y + 2))
+    return boxes
+
+
 def pareto_svg(rows: Sequence[Row], title: str, greater_is_better: bool,
                uninformative: Callable[[Stat | None], bool], pareto: set[int]) -> str | None:
     """The chart as an ``<svg>`` element, or None with fewer than two rows that have a cost and a value.
@@ -78,10 +89,11 @@ def pareto_svg(rows: Sequence[Row], title: str, greater_is_better: bool,
     parts.append(f'<text x="{(plot[0] + plot[2]) / 2}" y="{HEIGHT - 8}" text-anchor="middle" font-size="11">'
                  "parameters as deployed (adapter kept + task head, log scale)</text>")
     front = sorted((cv for i, _, cv in points if i in pareto), key=lambda cv: cv[0])
+    anchors, obstacles = [], []
     if len(front) > 1:
         path = " ".join(f"{'M' if k == 0 else 'L'}{sx(c):.1f},{sy(v):.1f}" for k, (c, v) in enumerate(front))
         parts.append(f'<path d="{path}" fill="none" stroke="#111827" stroke-dasharray="5,4"/>')
-    anchors, obstacles = [], []
+        obstacles += _segment_boxes([(sx(c), sy(v)) for c, v in front])  # names stay off the frontier too
     for i, row, (cost, value) in points:
         x, y = sx(cost), sy(value)
         lo, hi = bars[i]
