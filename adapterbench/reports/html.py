@@ -27,6 +27,7 @@ from adapterbench.reports.model import (
     LEGEND,
     POINTS_CAPTION,
     SUMMARY_FIELDS,
+    TABLE_KEY,
     Block,
     Cell,
     Report,
@@ -185,7 +186,8 @@ def _group(section) -> list[str]:
     t = section.table
     direction = "higher is better" if t.greater_is_better else "lower is better"
     parts = [f'<h3 id="{_anchor(section.index)}">{escape(t.key.describe())}</h3>',
-             f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); {run_count(t)} run(s).</p>']
+             f'<p class="sub">Primary metric <b>{escape(t.primary)}</b> ({direction}); {run_count(t)} run(s).</p>',
+             f'<p class="part">{escape(TABLE_KEY)}</p>']
     table_parts_ = table_parts(t, learned=section.learned)
     for n, (caption, headers, rows) in enumerate(table_parts_):
         if n == 1:

@@ -16,6 +16,7 @@ from adapterbench.reports.model import (
     LEGEND,
     POINTS_CAPTION,
     SUMMARY_FIELDS,
+    TABLE_KEY,
     Block,
     Cell,
     Report,
@@ -71,7 +72,8 @@ def render_markdown(report: Report) -> str:
             t = section.table
             direction = "higher is better" if t.greater_is_better else "lower is better"
             out += [f"### {md_escape(t.key.describe())}", "",
-                    f"Primary metric: {md_escape(t.primary)} ({direction}); {run_count(t)} run(s).", ""]
+                    f"Primary metric: {md_escape(t.primary)} ({direction}); {run_count(t)} run(s).", "",
+                    f"*{md_escape(TABLE_KEY)}*", ""]
             for caption, headers, rows in table_parts(t, learned=section.learned):
                 out += [f"*{md_escape(caption)}*", "", md_table(headers, rows), ""]
             points = points_cells(t, section.learned)

@@ -65,6 +65,10 @@ LEGEND = ("How to read the tables: one row per variant configuration; a variant 
           "higher is better, ↓ lower is better; not marked when all rows agree). ◆ marks the Pareto set: no other "
           "row has both a better primary metric and fewer parameters as deployed (the adapter a deployment keeps, "
           "plus the task head).")
+TABLE_KEY = ("Key: mean ± std over seeds [95% interval], ˢ Student-t over seeds, ᵉ bootstrap over "
+             "examples, rounded to the interval; learned: seeds that beat the trivial predictor, k of n; ◆ Pareto set "
+             "(metric against parameters as deployed); highlighted: best in its column (↑ higher, ↓ lower is "
+             "better).")
 POINTS_CAPTION = ("every evaluation point of the variants evaluated at several (the tables above show each at its "
                   "default point)")
 INTERVAL_MARKS = {"seeds": "ˢ", "examples": "ᵉ"}
