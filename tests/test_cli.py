@@ -199,8 +199,14 @@ def test_a_matrix_of_several_variants_ends_with_the_answer(tmp_path, tiny_folder
     answer = printed[printed.index("answer ("):]
     values = {json.loads(p.read_text())["variant"]["name"]: json.loads(p.read_text())["metrics"]["primary"]["value"]
               for p in out.glob("*.json")}
-    best = [name for name, value in values.items() if value == max(values.values())]
-    assert any(f"Best: {name};" in answer for name in best), answer
+    learned = {json.loads(p.read_text())["variant"]["name"]: json.loads(p.read_text())["learned"]["learned"]
+               for p in out.glob("*.json")}
+    best = [name for name, value in values.items() if learned[name]
+            and value == max(v for n, v in values.items() if learned[n])]
+    if best:  # the best of the runs that learned
+        assert any(f"Best: {name};" in answer for name in best), answer
+    else:  # two smoke runs on a tiny model may both fail to learn: then nothing is compared, and it says so
+        assert "No configuration learned" in answer and "did not learn (0 of 1 seed)" in answer, answer
     rows = [line.split() for line in answer.splitlines() if line.split()[1:2] in (["head"], ["lora"])]
     assert sorted(r[1] for r in rows) == ["head", "lora"]
     assert answer.rstrip().endswith(f"every table and chart: bench report {out} --out reports/out")

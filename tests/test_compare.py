@@ -221,13 +221,16 @@ def test_dylora_rank_rows_are_compared_one_by_one(tmp_path, capsys):
     assert v["dylora@r=2"].startswith("❌ metric") and v["dylora@r=4"].startswith("✅")
 
 
-def test_incomparable_sides_fail_and_say_why(tmp_path, capsys):
+def test_incomparable_lines_are_listed_with_the_reason_and_never_counted(tmp_path, capsys):
     def other_weights(r):
         r["model"]["weights_sha256"] = "f" * 64
 
     code, out = run(CLEAN, degraded(tmp_path, other_weights), capsys=capsys)
-    assert code == 1
+    assert code == 1  # nothing compared: never green
+    assert "**❌ nothing compared**: 0 compared: 0 regressed" in out  # not "N regressed"
+    assert "not comparable (not counted; each listed with its reason)" in out
     assert "not comparable with current" in out
+    assert all(v.startswith("≠ not comparable") for v in verdicts(out).values())
     sha = json.loads(next(CLEAN.glob("*.json")).read_text())["model"]["weights_sha256"][:12]
     assert f"model weights (sha256 {sha} vs sha256 ffffffffffff)" in out
     assert "The two sides share no comparable group" in out
@@ -238,8 +241,10 @@ def test_incomparable_sides_fail_and_say_why(tmp_path, capsys):
 
     r_base = json.loads(next(CLEAN.glob("sst2__lora__*.json")).read_text())["variant"]["config"]["r"]
     code, out = run(CLEAN, degraded(tmp_path, other_settings, "settings"), capsys=capsys)
-    assert code == 1
+    assert code == 0  # the other lines compare and do not regress; lora's line is listed, not counted
     assert f"settings differ (r: {r_base} vs 16)" in out
+    lora = [v for label, v in verdicts(out).items() if label.startswith("lora")]
+    assert len(lora) == 2 and all(v.startswith("≠ not comparable with") for v in lora)
     assert "share no comparable group" not in out  # only lora changed
     assert verdicts(out)["bitfit"].startswith("✅")
 

@@ -11,15 +11,19 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from adapterbench.reports.build import write_report
-from adapterbench.reports.model import table_parts
+from adapterbench.reports.html import FOLDED_COLUMNS
+from adapterbench.reports.model import points_cells, table_parts
 
 pytestmark = pytest.mark.browser
+sys.path.insert(0, str(Path(__file__).parent))
+from browser_measure import measure  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
     "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -117,29 +121,31 @@ def test_report_loads_without_console_errors_and_shows_tables_and_charts(report,
     dom.feed(result.stdout)
     groups = [g for t in model.tasks for g in t.groups]
     answer = [b for b in model.answer if b.headers]
-    parts = [part for g in groups for part in table_parts(g.table)]
-    # The answer's tables, each group table in its parts (metrics, size, time and memory), the failed runs.
-    assert dom.answer_tables == len(answer) >= 3  # summary, one per comparable group, across tasks
-    assert dom.tables == len(answer) + len(parts) + 1
+    task_blocks = [b for b in answer if any(h in b.headers for h in FOLDED_COLUMNS)]
+    parts = [part for g in groups for part in table_parts(g.table, learned=g.learned)]
+    points = [p for g in groups if (p := points_cells(g.table, g.learned))]
+    # The answer's tables (a task table in two: the verdicts, then its folded columns), each group table in its
+    # parts (metrics, size, time and memory), the points tables, the failed runs.
+    assert dom.answer_tables == len(answer) + len(task_blocks) and len(answer) >= 3
+    assert dom.tables == len(answer) + len(task_blocks) + len(parts) + len(points) + 1
     assert len(parts) >= 3 * len(groups)
-    assert dom.body_rows == (sum(len(b.rows) for b in answer) + sum(len(rows) for _, _, rows in parts)
+    assert dom.body_rows == (sum(len(b.rows) for b in answer) + sum(len(b.rows) for b in task_blocks)
+                             + sum(len(rows) for _, _, rows in parts) + sum(len(r) for _, r in points)
                              + len(model.failed))
-    # The answer comes first: its heading is the page's first h2, and each comparable group has a verdict.
+    # The answer comes first: its heading is the page's first h2, and each comparable group has a line.
     assert dom.headings[0] == "The answer"
     assert dom.first_h2_after_answer is not None and dom.headings.index("sst2") >= dom.first_h2_after_answer
     summary = dom.answer_rows[0]  # the answer's first table: one row per comparable group
-    assert len(summary) == len(groups) and all(len(row) == 7 for row in summary)
-    assert {row[2] for row in summary} == {g.answer.best for g in groups}
+    assert len(summary) == len(groups) and all(len(row) == 9 for row in summary)
+    assert {row[2].rstrip("‡") for row in summary} == {g.answer.best if g.answer else "none learned" for g in groups}
     # every pairs matrix is on the page, with a row and a column per configuration and "—" on its diagonal
-    matrices = [(b, rows) for b, rows in zip(answer, dom.answer_rows) if b.title.endswith("which pairs differ")]
-    assert matrices and all(b.title in dom.headings for b, _ in matrices)
-    for block, rows in matrices:
-        assert [row[0] for row in rows] == list(block.headers[1:])
-        assert all(row[1 + i] == "—" for i, row in enumerate(rows))
+    matrices = [b for b in answer if b.title.endswith("which pairs differ")]
+    assert all(b.title in dom.headings for b in matrices)
     charts = sum(len(g.charts) for g in groups)
-    assert charts >= 5 and len(dom.images) == charts
+    svgs = result.stdout.count('<svg class="chart"')
+    assert charts >= 5 and len(dom.images) + svgs == charts and svgs >= 1  # the Pareto charts inline, as SVG
     assert all((img.get("src") or "").startswith("data:image/png;base64,") for img in dom.images)
-    assert [img.get("data-state") for img in dom.images] == ["loaded"] * charts
+    assert [img.get("data-state") for img in dom.images] == ["loaded"] * len(dom.images)
     assert "Failed runs" in dom.headings and "sst2" in dom.headings
 
 
@@ -154,3 +160,34 @@ def test_report_screenshot(report, tmp_path):
     assert struct.unpack(">II", data[16:24]) == (1400, 2400)
     assert len(data) > 100_000  # a page with tables and charts, not a blank one
     print(f"screenshot of the report: {shot}")
+
+
+# ---- the page at 1,400 px (issue 22 §4) -------------------------------------------------------------------
+def test_the_answer_fits_1400_px_without_sideways_scrolling(report, tmp_path):
+    """With every folded part of the answer opened, neither the answer section nor any table in it scrolls
+    sideways (scrollWidth <= clientWidth)."""
+    _, out = report
+    found = measure(out / "report.html", tmp_path, CHROMIUM)
+    assert found["answer_width"][1] > 1000  # the section was laid out at the window's width
+    assert found["answer_tables"] >= 4  # the folded tables were opened and measured too
+    assert found["answer_wide"] == []
+
+
+def test_no_two_chart_labels_overlap_and_every_point_has_a_hover_label(report, tmp_path):
+    model, out = report
+    found = measure(out / "report.html", tmp_path, CHROMIUM)
+    shown = [r for g in (g for t in model.tasks for g in t.groups) for r in g.table.rows
+             if r.point is None or r is [x for x in g.table.rows if x.base_label == r.base_label][-1]]
+    assert found["svg_charts"] >= 1 and found["labels"] >= 2  # names are drawn where they fit
+    assert found["overlaps"] == []  # on the rendered boxes of the visible labels
+    assert found["hover_titles"] >= found["labels"] and found["hover_titles"] <= len(shown)
+
+
+def test_measure_sees_overlapping_labels(tmp_path):
+    """The overlap check itself can fail: two labels drawn at one spot are caught."""
+    page = tmp_path / "overlap.html"
+    page.write_text('<!DOCTYPE html><html><body><section id="answer"><p>x</p></section>'
+                    '<svg class="chart" width="300" height="100"><text class="label" x="10" y="20">first label</text>'
+                    '<text class="label" x="14" y="22">second label</text></svg></body></html>')
+    found = measure(page, tmp_path, CHROMIUM)
+    assert found["labels"] == 2 and len(found["overlaps"]) == 1

@@ -342,7 +342,10 @@ def test_csv_columns_and_values(built, mixed):
 
 def test_markdown_report(built, mixed):
     md = (built[1] / "report.md").read_text()
-    assert "| variant | n | Pareto | validation/accuracy ↑" in md
+    assert "| variant | n | learned | Pareto | validation/accuracy ↑" in md
+    assert "| dylora@r=4 | 2 | 0 of 2 |" in md  # one row at its default point, none of its seeds learned
+    points = md[md.index("*every evaluation point"):]
+    assert all(f"| dylora@r={r} | 2 |" in points for r in (1, 2, 3, 4))  # every point in the points table
     assert "## Failed runs" in md and "loss became nan" in md
     assert "model weights" in md  # the grouping explanation
     assert "**Files skipped:** 0" in md
@@ -366,7 +369,9 @@ def test_record_text_is_escaped_in_markdown_and_html(mixed, tmp_path):
 def test_html_is_self_contained(built):
     page = (built[1] / "report.html").read_text()
     pngs = sorted(p.name for p in built[1].glob("*.png"))
-    assert page.count('<img src="data:image/png;base64,') == len(pngs) > 0
+    svgs = page.count('<svg class="chart"')  # the Pareto charts, inline with hover labels (report.md links the PNG)
+    assert svgs == len([p for p in pngs if p.endswith("-pareto.png")]) >= 1
+    assert page.count('<img src="data:image/png;base64,') == len(pngs) - svgs > 0
     for external in ('src="http', "src='http", 'href="http', "@import", "<link", "url(http"):
         assert external not in page
     assert page.count('class="num best"') >= 3

@@ -25,6 +25,7 @@ from adapterbench.reports.collect import Collection, load_records
 from adapterbench.reports.markdown import render_markdown
 from adapterbench.reports.model import build_report, table_cells, table_parts
 from adapterbench.reports.terminal import answer_text
+from adapterbench.reports.units import fmt_count, fmt_estimate
 
 N = 400  # resamples: enough for p-values of 1/401, quick on 25 examples
 
@@ -128,7 +129,7 @@ def test_identical_predictions_are_tied_and_all_wrong_ones_are_worse(known):
     # two-sided; no sign flip reaches |d|: the floor 2 / (B + 1), B sized for the family of 2 comparisons
     flips = stats.permutations_for(2, 0.05, N)
     assert flips == 799 and by["dud"].vs_best.p_value == pytest.approx(2 / (flips + 1))
-    assert "each one of a family of m tests uses B = max(400, 20 m / 0.05)" in report.answer[0].paragraphs[0]
+    assert "each one of a family of m tests uses B = max(400, 20 m / 0.05)" in report.answer[0].legend[0]
     # the seed-level check: the twin equals lora on every seed (p 1); the dud's accuracy is 0 on every seed,
     # so its per-seed differences are lora's accuracies: a paired t over the 3 seeds, Holm over the two
     values = [r["metrics"]["primary"]["value"] for r in lora]
@@ -181,12 +182,12 @@ def test_paper_and_measured_side_by_side_in_units_of_the_papers_std(known):
 def test_without_predictions_the_seeds_decide_and_a_single_seed_is_untested(mixed, tmp_path):
     folder = tmp_path / "no-predictions"
     folder.mkdir()
-    for variant in ("lora", "bitfit", "full"):
+    for variant in ("lora", "bitfit", "full"):  # records from before the learned check: compared as they are
         for path, r in records(mixed, variant):
-            r.pop("predictions")
+            r.pop("predictions"), r.pop("learned")
             (folder / path.name).write_text(json.dumps(r))
     path, single = records(mixed, "lora")[0]
-    single.pop("predictions")
+    single.pop("predictions"), single.pop("learned")
     single["variant"]["name"], single["run_id"] = "solo", single["run_id"] + "-solo"
     (folder / "solo.json").write_text(json.dumps(single))
     answer = main_sst2(report_of(folder, tmp_path / "r")).answer
@@ -197,27 +198,48 @@ def test_without_predictions_the_seeds_decide_and_a_single_seed_is_untested(mixe
 
 
 # ---- the answer of the real records -------------------------------------------------------------------------
-def test_evaluation_points_are_candidates_with_their_own_deployed_parameters(built, mixed):
+def test_a_variant_with_evaluation_points_is_one_candidate_at_its_default_point(built, mixed):
     answer = main_sst2(built).answer
     by = {v.variant: v for v in answer.variants}
+    assert not [label for label in by if label.startswith("dylora")]  # r=4, its default point, did not learn
+    block = next(b for b in built.answer if b.title.startswith("sst2") and b.title.endswith(": accuracy")
+                 and any(r[1].text.startswith("dylora") for r in b.rows))
+    rows = {r[1].text: [c.text for c in r] for r in block.rows}
+    assert [label for label in rows if label.startswith("dylora")] == ["dylora@r=4"]
+    assert rows["dylora@r=4"][3] == "did not learn (0 of 2 seeds)"
     dylora = records(mixed, "dylora")
-    for entry in dylora[0][1]["metrics"]["points"]:
-        label = f"dylora@r={entry['point']}"
-        assert by[label].costs["params/deployed_adapter"] == entry["params/deployed_adapter"]
-        assert by[label].estimate.value == pytest.approx(statistics.fmean(
-            p["validation/accuracy"] for _, r in dylora for p in r["metrics"]["points"] if p["point"] == entry["point"]))
+    deployed = {p["point"]: p["params/deployed_adapter"] for p in dylora[0][1]["metrics"]["points"]}
+    assert rows["dylora@r=4"][block.headers.index("deployed adapter params")] == fmt_count(deployed[4])
     assert set(answer.pareto) <= set(by) and answer.best in answer.pareto  # the best is never dominated
     statuses = {v.status for v in answer.variants}
     assert statuses <= {"best", "tied", "worse", "untested"} and "best" in statuses
 
 
-def test_across_tasks_mean_rank_and_average(built, mixed):
+@pytest.fixture(scope="module")
+def unchecked(mixed, tmp_path_factory):
+    """The mixed records as written before the learned check (no learned part): compared as they are."""
+    folder = tmp_path_factory.mktemp("unchecked")
+    for path in mixed.rglob("*.json"):
+        r = json.loads(path.read_text())
+        r.pop("learned", None)
+        target = folder / path.relative_to(mixed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(r))
+    for path in mixed.rglob("*.json.gz"):
+        target = folder / path.relative_to(mixed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    return report_of(folder, tmp_path_factory.mktemp("unchecked-report"))
+
+
+def test_across_tasks_mean_rank_and_average(unchecked, mixed):
+    built = unchecked
     overall = next(b for b in built.answer if b.title.startswith("Across tasks"))
     lora = next(row for row in overall.rows if row[0].text == "lora")
     sst2 = statistics.fmean(r["metrics"]["primary"]["value"] for _, r in records(mixed, "lora"))
     ner = records(mixed, "lora", "tiny-ner")[0][1]["metrics"]["primary"]["value"]
     assert lora[1].text == "2 of 2"
-    assert lora[3].text.startswith(f"{(sst2 + ner) / 2:.4f} [")
+    assert float(lora[3].text.split()[0]) == pytest.approx((sst2 + ner) / 2, abs=5e-3)  # rounded to its interval
     ranks = [next(v.rank for v in g.answer.variants if v.variant == "lora")
              for t in built.tasks for g in t.groups if g.table.key.weights_sha256 == main_sst2(built).table.key.weights_sha256]
     assert lora[2].text == f"{statistics.fmean(ranks):.2f}"
@@ -250,8 +272,9 @@ def test_several_seeds_get_the_wider_of_the_t_and_the_bootstrap_interval(built, 
     s = row.stats["primary"]
     assert s.interval == pytest.approx(wider)
     assert s.interval_kind == ("seeds" if wider[0] == t_low else "examples")
-    assert table_cells(main_sst2(built).table)[1][[r.label for r in main_sst2(built).table.rows].index("lora")][3] \
-        .text.endswith({"seeds": "ˢ", "examples": "ᵉ"}[s.interval_kind])
+    headers, cells = table_cells(main_sst2(built).table)
+    cell = next(r for r in cells if r[0].text == "lora")[headers.index("validation/accuracy ↑")]
+    assert cell.text.endswith({"seeds": "ˢ", "examples": "ᵉ"}[s.interval_kind])
 
 
 def test_entity_f1_and_its_secondary_metrics_get_intervals_from_the_task_file(built, mixed):
@@ -277,9 +300,16 @@ def test_every_writer_puts_the_answer_first(mixed, tmp_path):
     for v in group.answer.variants:
         r = verdicts[(str(group.index), v.variant)]
         assert r["verdict"] == v.status and float(r["rank"]) == v.rank
-        assert float(r["primary_low"]) == pytest.approx(v.estimate.interval.low, abs=1e-12)
+        check = group.learned[v.variant]
+        assert (int(r["learned"]), int(r["learned_known"])) == (len(check.learned), len(check.seeds))
+        if check.status == "all":  # else the answer's estimate is over the seeds that learned, the table's over all
+            assert float(r["primary_low"]) == pytest.approx(v.estimate.interval.low, abs=1e-12)
         assert r["seeds_agree"] == ("" if v.seeds_agree is None else str(v.seeds_agree))
         assert r["seed_p_holm"] == ("" if v.seed_p_adjusted is None else repr(v.seed_p_adjusted))
+    unlearned = {r["label"] for r in rows if r["verdict"] == "did not learn" and r["group"] == str(group.index)}
+    assert unlearned == {label for label, c in group.learned.items() if c.status == "none"}
+    assert {"bitfit", "head", "dylora@r=4"} <= unlearned and "lora" not in unlearned
+    assert {r["learned"] for r in rows if r["verdict"] == "did not learn"} == {"0"}
 
 
 # ---- charts and table layout --------------------------------------------------------------------------------
@@ -306,10 +336,10 @@ def test_tables_are_split_into_parts_that_fit(built):
     assert [p[0] for p in parts] == ["metrics (1 of 2)", "metrics (2 of 2)", "size (means over seeds)",
                                      "time and memory (means over seeds)"]
     for _, part_headers, part_rows in parts:
-        assert part_headers[:3] == headers[:3] and len(part_headers) <= 3 + 6
-        assert [[c.text for c in r[:3]] for r in part_rows] == [[c.text for c in r[:3]] for r in rows]
-    shown = [h for _, part_headers, _ in parts for h in part_headers[3:]]
-    assert sorted(shown) == sorted(headers[3:])  # every column once
+        assert part_headers[:4] == headers[:4] == ["variant", "n", "learned", "Pareto"] and len(part_headers) <= 4 + 6
+        assert [[c.text for c in r[:4]] for r in part_rows] == [[c.text for c in r[:4]] for r in rows]
+    shown = [h for _, part_headers, _ in parts for h in part_headers[4:]]
+    assert sorted(shown) == sorted(headers[4:])  # every column once
 
 
 # ---- the same answer in the terminal (what bench run prints after a matrix of several variants) -------------
@@ -327,8 +357,8 @@ def test_the_terminal_answer_gives_each_verdict_of_the_report(known_folder, know
         assert line.split()[0] == f"{by[name].rank:g}"
     assert by["lora"].rank == 1.5 and " — " in rows["lora"]  # the best has no p-value of its own
     assert f" {by['dud'].p_adjusted:.3g} " in rows["dud"] and " 1 " in rows["twin"]  # twin: p = 1 exactly
-    mean = statistics.fmean(r["metrics"]["primary"]["value"] for r in lora)
-    assert f"{mean:.4f}" in rows["lora"]
+    values = [r["metrics"]["primary"]["value"] for r in lora]
+    assert fmt_estimate(statistics.fmean(values), statistics.stdev(values)).split(" ±")[0] in rows["lora"]
     assert "Best: lora; tied with it: twin." in lines[header + 4]
     # aligned: every column of the table starts at the same character in every row
     starts = [lines[header].index(h) for h in ("verdict", "p (Holm)")]

@@ -174,3 +174,37 @@ def test_uniform_ranks_get_no_heatmap_unless_allocated(mixed, tmp_path):
     heatmaps = [c.file for t in report.tasks for g in t.groups for c in g.charts if "-ranks-" in c.file]
     # Both sst2 groups (main and other weights) have a lora row; bitfit declares no rank map.
     assert heatmaps == ["01-sst2-ranks-lora.png", "02-sst2-ranks-lora.png"]
+
+
+# ---- numbers rounded to their interval; intervals that say nothing are named, not drawn --------------------
+def test_numbers_are_rounded_to_what_their_interval_supports():
+    from adapterbench.reports.units import fmt_estimate, supported_decimals
+
+    assert [supported_decimals(x) for x in (0.3, 0.021, 0.0049, 2e-6, None, 0.0)] == [2, 3, 4, 4, 4, 4]
+    assert fmt_estimate(0.912345, 0.0213, (0.87, 0.95), "ˢ") == "0.912 ± 0.021 [0.870, 0.950]ˢ"
+    assert fmt_estimate(0.912345, 0.0213) == "0.912 ± 0.021"  # the std sets the digits without an interval
+    assert fmt_estimate(1 + 1 / 3, None, (0.5, 2.5)) == "1.3 [0.5, 2.5]"  # half-width 1.0: never "1.33333"
+
+
+def test_a_two_seed_interval_is_named_uninformative_and_gets_no_error_bar(built):
+    from adapterbench.reports.model import stat_text, table_cells
+    from adapterbench.reports.svgcharts import pareto_svg
+
+    report, _ = built
+    group = next(g for t in report.tasks if t.task == "sst2" for g in t.groups if len(g.table.rows) > 1)
+    two = [r for r in group.table.rows if r.stats["primary"].n == 2 and r.stats["primary"].interval_kind == "seeds"]
+    three = [r for r in group.table.rows if r.stats["primary"].n == 3 and r.stats["primary"].interval]
+    assert two and three  # the smoke records: some rows over two seeds, lora over three
+    for row in two:
+        s = row.stats["primary"]
+        assert charts.uninformative(s) and charts.error_bar(row) == (0.0, 0.0)
+        assert stat_text(s, "metric").endswith("(interval uninformative)") and "[" not in stat_text(s, "metric")
+    for row in three:
+        assert not charts.uninformative(row.stats["primary"]) and charts.error_bar(row) != (0.0, 0.0)
+    headers, cells = table_cells(group.table)
+    assert any("(interval uninformative)" in r[headers.index("validation/accuracy ↑")].text for r in cells)
+    rows = [r for r in group.table.rows if r in two or r in three]
+    svg = pareto_svg(rows, "t", True, charts.uninformative, set())
+    points = svg.split('<g class="point">')[1:]
+    bars = {p.split("</title>")[0].split(":")[0][7:]: "<line" in p for p in points}
+    assert bars == {r.label: r in three for r in rows}  # every row has a cost here: every row is drawn

@@ -24,6 +24,8 @@ class Block:
     headers: Sequence[str] = ()
     rows: list[list[Cell]] = field(default_factory=list)
     level: int = 2
+    legend: list[str] = field(default_factory=list)  # how to read it: folded away in HTML (<details>)
+    folded: list[list[Cell]] = field(default_factory=list)  # rows shown on request (HTML: a <details> table)
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], indent: str = "  ") -> list[str]:

@@ -58,10 +58,20 @@ def palette(names: Sequence[str]) -> dict[str, Any]:
 
 
 # ---- Pareto: metric against parameters as deployed --------------------------------------------------------
+def uninformative(s: Any) -> bool:
+    """An interval (of a :class:`~adapterbench.reports.aggregate.Stat`) that says nothing worth drawing: the t
+    interval over two seeds (one degree of freedom: 12.7 sample stds wide) or one at least 1 wide (the whole
+    range of a [0, 1] metric). Reports name it ("interval uninformative") rather than print or draw it."""
+    if not (s and s.interval):
+        return False
+    return (s.interval_kind == "seeds" and s.n <= 2) or s.interval[1] - s.interval[0] >= 1.0
+
+
 def error_bar(row: Row, key: str = "primary") -> tuple[float, float]:
-    """(below, above) the mean: the row's 95% interval where it has one, else ± its std (0 without)."""
+    """(below, above) the mean: the row's 95% interval where it has one, else ± its std (0 without); no bar
+    (0, 0) for an :func:`uninformative` interval."""
     s = row.stats.get(key)
-    if s is None:
+    if s is None or uninformative(s):
         return 0.0, 0.0
     if s.interval:
         return max(0.0, s.mean - s.interval[0]), max(0.0, s.interval[1] - s.mean)
@@ -71,9 +81,11 @@ def error_bar(row: Row, key: str = "primary") -> tuple[float, float]:
 def bar_words(rows: Sequence[Row], key: str = "primary") -> str:
     """What the error bars of ``rows`` show, for the axis label."""
     with_interval = [r for r in rows if r.stats.get(key) and r.stats[key].interval]
-    if not with_interval:
-        return "mean ± std over seeds"
-    return "mean, 95% interval" if len(with_interval) == len(rows) else "mean, 95% interval (± std where none)"
+    if with_interval and all(uninformative(r.stats[key]) for r in with_interval):
+        return "mean; no bars: every interval uninformative (2 seeds)"
+    text = ("mean ± std over seeds" if not with_interval else "mean, 95% interval" if len(with_interval) == len(rows)
+            else "mean, 95% interval (± std where none)")
+    return text + ("; none where uninformative" if any(uninformative(r.stats.get(key)) for r in rows) else "")
 
 
 def pareto_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path | None:
@@ -269,7 +281,8 @@ def rank_heatmap(ranks: dict[str, float], title: str, path: Path) -> Path | None
         for j in range(len(layers)):
             if not np.isnan(data[i, j]):
                 light = data[i, j] < np.nanmean(data)
-                ax.text(j, i, f"{data[i, j]:g}", ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{data[i, j]:.2g}" if data[i, j] < 10 else f"{data[i, j]:.0f}", ha="center",
+                        va="center", fontsize=8,
                         color="white" if light else "black")
     ax.set_xticks(range(len(layers)), [str(x) for x in layers])
     ax.set_yticks(range(len(roles)), roles, fontsize=9)
@@ -294,7 +307,7 @@ def points_chart(table: GroupTable, path: Path, colors: dict[str, Any]) -> Path 
     numeric = all(isinstance(r.point, (int, float)) and not isinstance(r.point, bool)
                   for rows in series.values() for r in rows)
     categories = list(dict.fromkeys(r.point_label for rows in series.values() for r in rows))
-    fig = _figure(6.5, 4.2)
+    fig = _figure(7.0, 3.6)
     ax = fig.add_subplot()
     _style(ax)
     for label, rows in series.items():

@@ -11,13 +11,16 @@ environment fingerprint only). A line is a **regression** when any of these hold
 * the metric regressed (significant at ``alpha`` after the family correction, and at least ``min_effect``);
 * step time or peak memory outside the baseline's band, between equal environment fingerprints;
 * a run failed (``failed``, ``oom``, ``diverged``) on either side;
-* the two sides read other data (data fingerprints differ), or their configurations are not comparable (other
-  model weights, profile, task version or settings): the check cannot vouch for it, so it fails and says why;
+* a seed whose run learned in the baseline and did not learn now (the record's learned check), whatever the
+  metric's test says: a run that stopped learning is a regression however little power the test has;
 * a run (a seed, an evaluation point, a configuration) present on one side only, unless ``common_only``: then
   only what both sides have is compared, and each absent run is **skipped** with its reason.
 
-The summary counts the lines compared, regressed, improved and identical (the exact check), and the skips.
-The exit status is 1 when any line regressed, else 0.
+A line whose two sides are **not comparable** (other data, model weights, profile, task version or settings, or
+references that differ) is neither compared nor a regression: it is listed with the reason, and left out of the
+counts of compared and regressed lines. The summary counts the lines compared, regressed, improved and identical
+(the exact check), then those not comparable and the skips. The exit status is 1 when any line regressed or when
+nothing was compared, else 0.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from adapterbench.reports.aggregate import Row, aggregate_group
 from adapterbench.reports.collect import (
@@ -81,16 +86,19 @@ class Line:
     metric: MetricOutcome | None = None
     resources: list[ResourceOutcome] = field(default_factory=list)
     skipped: str | None = None  # why this line was not compared (common_only)
+    incomparable: str | None = None  # why the two sides cannot be compared: listed, never a regression
 
     @property
     def regressed(self) -> bool:
-        return bool(self.issues)
+        return bool(self.issues) and not self.incomparable and not self.skipped
 
     @property
     def status(self) -> str:
-        """"skipped", "regressed", "improved", "identical" or "unchanged"."""
+        """"skipped", "not comparable", "regressed", "improved", "identical" or "unchanged"."""
         if self.skipped:
             return "skipped"
+        if self.incomparable:
+            return "not comparable"
         if self.regressed:
             return "regressed"
         return self.metric.status if self.metric and self.metric.status != "regressed" else "unchanged"
@@ -117,14 +125,18 @@ class Comparison:
 
     def counts(self) -> dict[str, int]:
         statuses = [line.status for line in self.lines]
-        return {"compared": sum(s != "skipped" for s in statuses), "regressed": statuses.count("regressed"),
-                "improved": statuses.count("improved"), "identical": statuses.count("identical"),
+        return {"compared": sum(s not in ("skipped", "not comparable") for s in statuses),
+                "regressed": statuses.count("regressed"), "improved": statuses.count("improved"),
+                "identical": statuses.count("identical"), "not comparable": statuses.count("not comparable"),
                 "skipped": len(self.skips)}
 
     def summary(self) -> str:
         c = self.counts()
         text = (f"{c['compared']} compared: {c['regressed']} regressed, {c['improved']} improved, "
-                f"{c['identical']} identical; {c['skipped']} skipped")
+                f"{c['identical']} identical; ")
+        if c["not comparable"]:
+            text += f"{c['not comparable']} not comparable (not counted; each listed with its reason); "
+        text += f"{c['skipped']} skipped"
         return text + (f" ({'; '.join(self.skips)})" if self.skips else "")
 
 
@@ -164,6 +176,37 @@ def _failure_details(task: str, label: str, side: Side, where: str, details: lis
         message = r.error_message if isinstance(r.error_message, str) and r.error_message else "no error message"
         issues.append(f"seed {r.seed} {r.status} in {where}")
         details.append(f"{task} / {label}, seed {r.seed}, {where}: {r.status}: {message} ({r.source})")
+    return issues
+
+
+def _learned(side: Side, point_key: str) -> dict[Any, tuple[bool, str]]:
+    """Seed -> (learned, the check in words) of ``side``'s ok runs at the evaluation point ``point_key``, for
+    the runs whose record carries the check."""
+    if not side.ok:
+        return {}
+    points = side.collection.ok_points
+    if "learned" not in points:
+        return {}
+    by_run = {r.run_id: r for r in side.ok}
+    found = points[points["run_id"].isin(list(by_run)) & (points["point_key"].astype(str) == point_key)]
+    out = {}
+    for run_id, value in zip(found["run_id"], found["learned"]):
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            continue
+        run = by_run[run_id]
+        detail = getattr(run, "learned_detail", None)
+        out[run.seed] = (bool(value), detail if isinstance(detail, str) else "")
+    return out
+
+
+def _stopped_learning(base: Side, cur: Side, point_key: str) -> list[str]:
+    """A seed that learned in the baseline and not now: a regression whatever the metric's test says."""
+    before, now = _learned(base, point_key), _learned(cur, point_key)
+    issues = []
+    for seed in sorted(set(before) & set(now), key=str):
+        if before[seed][0] and not now[seed][0]:
+            why = now[seed][1].removeprefix("did not learn: ")
+            issues.append(f"seed {seed} learned in baseline, did not learn now" + (f" ({why})" if why else ""))
     return issues
 
 
@@ -232,7 +275,8 @@ class _Pairing:
                 line.metric = metric_outcome({s: base_runs[s] for s in common}, {s: cur_runs[s] for s in common},
                                              b.point, primary, gib, (bm.mean, bm.std), cm.mean, self.rules)
             except NotComparable as exc:
-                line.issues.append(f"not comparable: {exc}")
+                line.incomparable = f"not comparable: {exc}"
+            line.issues += _stopped_learning(base, cur, k)
             for r in resources:  # a band kept is not worth a word; a change or "shown only" is
                 if r.regressed:
                     line.issues.append(r.text)
@@ -252,6 +296,8 @@ class _Pairing:
         for line in made:
             line.issues += ([] if skip else [issue]) + failures
             line.skipped = issue if skip else None
+            if not skip and issue.startswith("not comparable"):
+                line.incomparable = issue
         self.lines += made
 
     def finish(self) -> None:

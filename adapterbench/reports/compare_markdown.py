@@ -56,8 +56,10 @@ def render_comparison(comparison: Comparison, baseline_name: str, current_name: 
            f"below the baseline by more than max({r.metric_abs_tol:g}, {r.metric_std_k:g} × baseline std); step "
            f"time or peak memory beyond the baseline's band (median ± max({r.band_k:g} MAD, "
            f"{r.speed_tolerance:g} / {r.memory_tolerance:g} × median)) on the same environment fingerprint; a run "
-           "failed on either side; other data or records that are not comparable"
-           + ("; runs on one side only are skipped." if r.common_only else "; a run missing on either side."), ""]
+           "failed on either side; a seed that learned in the baseline and did not learn now (whatever the test's "
+           "power)" + ("; runs on one side only are skipped." if r.common_only else "; a run missing on either side.")
+           + " Lines whose sides are not comparable (other data, weights, profile, task version or settings) are "
+           "listed with the reason (≠) and never counted as regressions.", ""]
     out += [f"**{_cell(note)}**" for note in comparison.notes] + ([""] if comparison.notes else [])
     out += [_cell(line) for line in _environment_lines(comparison.baseline, comparison.current)] + [""]
     heads = "".join(f" | {m.title} baseline | current | Δ" for m in CHECKED)
@@ -96,6 +98,8 @@ def _line_cells(line: Line) -> list[str]:
                   fmt_change(cv / bv) if bv and cv is not None else "—"]
     if line.skipped:
         verdict = f"⏭ skipped: {line.skipped}"
+    elif line.incomparable:
+        verdict = f"≠ {line.incomparable}"
     elif line.regressed:
         verdict = "❌ " + "; ".join(line.issues)
     else:

@@ -14,11 +14,14 @@ from adapterbench.reports.model import (
     FAILED_INTRO,
     GROUPING,
     LEGEND,
+    POINTS_CAPTION,
     SUMMARY_FIELDS,
+    TABLE_KEY,
     Block,
     Cell,
     Report,
     failed_table,
+    points_cells,
     run_count,
     table_parts,
 )
@@ -48,6 +51,8 @@ def md_block(block: Block) -> list[str]:
         out += [md_escape(paragraph), ""]
     if block.headers:
         out += [md_table(block.headers, block.rows), ""]
+    for paragraph in block.legend:
+        out += [f"*{md_escape(paragraph)}*", ""]
     return out
 
 
@@ -67,9 +72,13 @@ def render_markdown(report: Report) -> str:
             t = section.table
             direction = "higher is better" if t.greater_is_better else "lower is better"
             out += [f"### {md_escape(t.key.describe())}", "",
-                    f"Primary metric: {md_escape(t.primary)} ({direction}); {run_count(t)} run(s).", ""]
-            for caption, headers, rows in table_parts(t):
+                    f"Primary metric: {md_escape(t.primary)} ({direction}); {run_count(t)} run(s).", "",
+                    f"*{md_escape(TABLE_KEY)}*", ""]
+            for caption, headers, rows in table_parts(t, learned=section.learned):
                 out += [f"*{md_escape(caption)}*", "", md_table(headers, rows), ""]
+            points = points_cells(t, section.learned)
+            if points:
+                out += [f"*{md_escape(POINTS_CAPTION)}*", "", md_table(*points), ""]
             for chart in section.charts:
                 out += [f"![{md_escape(chart.title)}]({chart.file})", "", f"*{md_escape(chart.caption)}*", ""]
     failed = failed_table(report.failed)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,12 +27,23 @@ import pandas as pd
 
 from adapterbench import stats
 from adapterbench.reports import charts
-from adapterbench.reports.aggregate import GroupTable, Stat, aggregate_group
-from adapterbench.reports.answer import GroupInput, build_answer
+from adapterbench.reports.aggregate import (
+    GroupTable,
+    Row,
+    Stat,
+    aggregate_group,
+    best_indices,
+    cost_value,
+    pareto_front,
+)
+from adapterbench.reports.answer import GroupInput, build_answer, candidate_rows
 from adapterbench.reports.blocks import Block, Cell
+from adapterbench.reports.charts import uninformative
 from adapterbench.reports.collect import Collection, GroupKey, explain_groups, group_keys
-from adapterbench.reports.intervals import Evidence, fill_intervals, group_evaluations
-from adapterbench.reports.units import FORMATTERS, fmt_metric
+from adapterbench.reports.intervals import Evidence, fill_intervals, group_evaluations, row_runs
+from adapterbench.reports.learned import Learned, learned_of
+from adapterbench.reports.units import FORMATTERS, fmt_estimate, fmt_metric
+from adapterbench.schema import PARAMS_DEPLOYED
 from adapterbench.stats.intervals import N_RESAMPLES
 
 SUMMARY_FIELDS = (("tasks", "Tasks"), ("variants", "Variants"), ("models", "Models"), ("profiles", "Profiles"),
@@ -40,14 +51,26 @@ SUMMARY_FIELDS = (("tasks", "Tasks"), ("variants", "Variants"), ("models", "Mode
                   ("sources", "Records from"), ("skipped", "Files skipped"))
 GROUPING = ("Records are averaged together only when the task version, the model (name and weights) and the "
             "profile are equal; otherwise each set gets its own table.")
-LEGEND = ("How to read the tables: one row per variant configuration, and per evaluation point for variants "
-          "evaluated at several (variant@point, as the variant labels its points); metrics are mean ± sample std "
-          "over seeds, with n the number of seeds, then the 95% interval [low, high]: ˢ the Student-t interval "
-          "over seeds, ᵉ a bootstrap over the evaluation examples (from the predictions the runs stored; the only "
-          "one a single seed has); where both exist the wider is shown. The other columns are means over seeds. "
-          "The best value of each column is marked (↑ higher is better, ↓ lower is better; not marked when all "
-          "rows agree). ◆ marks the Pareto set: no other row has both a better primary metric and fewer "
-          "parameters as deployed (the adapter a deployment keeps, plus the task head).")
+UNINFORMATIVE = "(interval uninformative)"
+LEGEND = ("How to read the tables: one row per variant configuration; a variant evaluated at several points (as "
+          "it declares them) is shown at its default point, the last one (variant@point), and all its points are in "
+          "its own chart and the folded points table. Metrics are mean ± sample std over seeds (n seeds), then the "
+          "95% interval [low, high]: ˢ the Student-t interval over seeds, ᵉ a bootstrap over the evaluation "
+          "examples (from the predictions the runs stored; the only one a single seed has); where both exist the "
+          "wider is shown. Numbers are rounded to two significant digits of the interval's half-width (of the std "
+          f"without one). {UNINFORMATIVE}: a t interval over two seeds (12.7 stds wide) or one at least 1 wide, "
+          "which cannot separate anything, is named rather than printed or drawn. learned: the seeds whose runs beat "
+          "the task's trivial predictor (paired, one-sided at 5%), k of n; \"unknown\" for records written before "
+          "the check. The other columns are means over seeds. The best value of each column is highlighted (↑ "
+          "higher is better, ↓ lower is better; not marked when all rows agree). ◆ marks the Pareto set: no other "
+          "row has both a better primary metric and fewer parameters as deployed (the adapter a deployment keeps, "
+          "plus the task head).")
+TABLE_KEY = ("Key: mean ± std over seeds [95% interval], ˢ Student-t over seeds, ᵉ bootstrap over "
+             "examples, rounded to the interval; learned: seeds that beat the trivial predictor, k of n; ◆ Pareto set "
+             "(metric against parameters as deployed); highlighted: best in its column (↑ higher, ↓ lower is "
+             "better).")
+POINTS_CAPTION = ("every evaluation point of the variants evaluated at several (the tables above show each at its "
+                  "default point)")
 INTERVAL_MARKS = {"seeds": "ˢ", "examples": "ᵉ"}
 SIZE_NAMESPACES = ("params", "checkpoint")
 METRICS_PER_PART = 4  # metric columns per table part; each cell holds a mean, a std and an interval
@@ -68,6 +91,7 @@ class GroupSection:
     table: GroupTable
     charts: list[Chart] = field(default_factory=list)
     answer: stats.TaskAnswer | None = None  # this group's verdicts (reports.answer)
+    learned: dict[str, Learned] = field(default_factory=dict)  # row label -> the learned check over its seeds
 
 
 @dataclass
@@ -97,35 +121,57 @@ class Report:
 
 
 def stat_text(s: Stat | None, kind: str) -> str:
-    """A cell's number: metrics as mean ± std (and ``[lo, hi]`` when an interval is set), others as the mean."""
+    """A cell's number: metrics as mean ± std [lo, hi] rounded to what the interval supports
+    (:func:`~adapterbench.reports.units.fmt_estimate`; an :func:`uninformative` interval is named, not printed),
+    others as the mean."""
     if kind != "metric":
         return FORMATTERS[kind](s.mean if s else None)
-    text = fmt_metric(s.mean, s.std) if s else fmt_metric(None)
-    if not (s and s.interval):
-        return text
-    return text + f" [{s.interval[0]:.4f}, {s.interval[1]:.4f}]{INTERVAL_MARKS.get(s.interval_kind or '', '')}"
+    if not s:
+        return fmt_metric(None)
+    if uninformative(s):
+        return fmt_estimate(s.mean, s.std) + " " + UNINFORMATIVE
+    mark = INTERVAL_MARKS.get(s.interval_kind or "", "")
+    return fmt_estimate(s.mean, s.std, s.interval, mark)
 
 
-def table_cells(table: GroupTable) -> tuple[list[str], list[list[Cell]]]:
-    """Header titles and formatted cells of a group table; the renderers add only markup."""
-    headers = ["variant", "n", "Pareto"] + [c.title + (" ↑" if c.higher_is_better else " ↓") for c in table.columns]
-    rows = []
-    for row in table.rows:
+def shown_rows(table: GroupTable) -> list[Row]:
+    """The rows a table shows: one per configuration, a configuration with evaluation points at its default
+    point (:func:`~adapterbench.reports.answer.candidate_rows`; its other points: :func:`points_cells`)."""
+    return candidate_rows(table)
+
+
+def table_cells(table: GroupTable, learned: dict[str, Learned] | None = None,
+                rows: Sequence[Row] | None = None) -> tuple[list[str], list[list[Cell]]]:
+    """Header titles and formatted cells of ``rows`` (default: :func:`shown_rows`) of a group table; the best
+    value of each column and the Pareto set ◆ are marked among those rows. The renderers add only markup."""
+    rows = shown_rows(table) if rows is None else list(rows)
+    learned = learned or {}
+    headers = ["variant", "n", "learned", "Pareto"] + [c.title + (" ↑" if c.higher_is_better else " ↓")
+                                                       for c in table.columns]
+    best = {c.key: best_indices([r.mean(c.key) for r in rows], c.higher_is_better) for c in table.columns}
+    pareto = pareto_front([cost_value(r) for r in rows], table.greater_is_better)
+    out = []
+    for i, row in enumerate(rows):
         primary = row.stats.get("primary")
+        check = learned.get(row.label)
         cells = [Cell(row.label, numeric=False), Cell(str(primary.n if primary else len(row.run_ids))),
-                 Cell("◆" if row.pareto else "", numeric=False)]
-        cells += [Cell(stat_text(row.stats.get(c.key), c.kind), best=c.key in row.best) for c in table.columns]
-        rows.append(cells)
-    return headers, rows
+                 Cell(check.count() if check else "unknown", numeric=False),
+                 Cell("◆" if i in pareto else "", numeric=False)]
+        cells += [Cell(stat_text(row.stats.get(c.key), c.kind), best=i in best[c.key]) for c in table.columns]
+        out.append(cells)
+    return headers, out
 
 
-def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART) -> list[tuple[str, list[str],
-                                                                                  list[list[Cell]]]]:
+LEAD = 4  # variant, n, learned, Pareto: repeated in every part
+
+
+def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART, learned: dict[str, Learned] | None = None,
+                rows: Sequence[Row] | None = None) -> list[tuple[str, list[str], list[list[Cell]]]]:
     """The group table split to fit a page: (caption, headers, rows) for the metrics, ``per_part`` metric
     columns at a time, then the sizes (parameters, checkpoint), then time and memory; each part repeats the
-    variant, n and Pareto columns."""
-    headers, rows = table_cells(table)
-    lead = 3  # variant, n, Pareto
+    variant, n, learned and Pareto columns."""
+    headers, cells = table_cells(table, learned, rows)
+    lead = LEAD
     mixed = environment_marks(table)
     metrics = [i for i, c in enumerate(table.columns, start=lead) if c.kind == "metric"]
     sizes = [i for i, c in enumerate(table.columns, start=lead)
@@ -137,7 +183,7 @@ def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART) -> list[tup
     parts += [(caption, columns) for caption, columns in (("size (means over seeds)", sizes),
                                                           ("time and memory (means over seeds)", speed)) if columns]
     out = [(caption, [*headers[:lead], *(headers[i] for i in columns)],
-            [[*r[:lead], *(r[i] for i in columns)] for r in rows]) for caption, columns in parts]
+            [[*r[:lead], *(r[i] for i in columns)] for r in cells]) for caption, columns in parts]
     if mixed and speed:  # time and memory from other machines, threads or versions: each row says which
         caption, part_headers, part_rows = out[-1]
         names = ", ".join(f"{label} = {table.environments[e]}" for e, label in mixed.items())
@@ -145,7 +191,7 @@ def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART) -> list[tup
                    f"environment ({names}; E1+E2: a mean over both)",
                    [*part_headers[:lead], "environment", *part_headers[lead:]],
                    [[*r[:lead], Cell("+".join(mixed[e] for e in row.environments) or "—", numeric=False), *r[lead:]]
-                    for r, row in zip(part_rows, table.rows)])
+                    for r, row in zip(part_rows, rows if rows is not None else table.rows)])
     return out
 
 
@@ -168,6 +214,18 @@ def label_environments(table: GroupTable, runs: pd.DataFrame) -> None:
             str(first[c]) + suffix for c, suffix in (("env.device_name", ""), ("env.torch_threads", " threads"),
                                                      ("env.torch", ""), ("training.precision", ""))
             if c in group and not pd.isna(first[c])) or str(env)
+
+
+def points_cells(table: GroupTable, learned: dict[str, Learned] | None = None
+                 ) -> tuple[list[str], list[list[Cell]]] | None:
+    """Every evaluation point of the configurations that have several (the rows :func:`shown_rows` folds),
+    with the primary metric and the parameters as deployed; None when no configuration has points."""
+    rows = [r for r in table.rows if r.point is not None]
+    if not rows:
+        return None
+    keep = [c for c in table.columns if c.key in ("primary", PARAMS_DEPLOYED.key)]
+    headers, cells = table_cells(replace(table, columns=keep), learned, rows)
+    return headers[:1] + headers[1:3] + headers[LEAD:], [r[:3] + r[LEAD:] for r in cells]
 
 
 def failed_table(failed: pd.DataFrame) -> list[list[Cell]]:
@@ -281,7 +339,8 @@ def group_inputs(collection: Collection, *, alpha: float = 0.05,
         label_environments(table, ok)
         evals = group_evaluations(points[point_groups == key], ok)
         fill_intervals(table, evals, evidence, level=1 - alpha, n_resamples=n_resamples)
-        inputs.append(GroupInput(index, key, table, evals))
+        learned = {row.label: learned_of(row_runs(evals, row)) for row in table.rows}
+        inputs.append(GroupInput(index, key, table, evals, learned))
     return inputs, evidence
 
 
@@ -297,7 +356,7 @@ def build_report(collection: Collection, out: Path | None, sources: Sequence[str
     sections = {}
     for group in inputs:
         key, table = group.key, group.table
-        section = sections[group.index] = GroupSection(group.index, table)
+        section = sections[group.index] = GroupSection(group.index, table, learned=group.learned)
         stem = f"{group.index:02d}-{_slug(key.task)}"
         if out is not None:
             for kind, title, caption, draw in _charts_of(key, table, collection.history[history_groups == key],

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapterbench.reports.answer import COSTS, TASK_HEADERS, build_answer
+from adapterbench.reports.answer import COSTS, SOME_LEARNED, SOME_LEARNED_SENTENCE, TASK_HEADERS, build_answer
 from adapterbench.reports.blocks import Block, text_table
 from adapterbench.reports.collect import Collection, load_records
 from adapterbench.reports.model import group_inputs
@@ -24,16 +24,18 @@ from adapterbench.stats.intervals import N_RESAMPLES
 
 # The task table's columns that fit a terminal: the verdict and its evidence, and the first three costs
 # (parameters as deployed, peak memory, training throughput); the report has the rest.
-COLUMNS = ("rank", "variant", "metric [95%]", "verdict", "p (Holm)", "p over seeds (Holm)",
+COLUMNS = ("rank", "variant", "metric [95%]", "verdict", "learned [95%]", "p (Holm)", "p over seeds (Holm)",
            *(m.title for m in COSTS[:3]))
 
 
 def block_text(block: Block, columns: Sequence[str] = COLUMNS) -> list[str]:
-    """A task block of the answer as text: title, the table's ``columns``, then its first sentence."""
+    """A task block of the answer as text: title, the table's ``columns``, then its first sentence (best, tied,
+    did not learn) and, where only some seeds learned, the seeds the verdicts rest on."""
     keep = [list(block.headers).index(c) for c in columns]
     rows = [[row[i] for i in keep] for row in block.rows]
     lines = [block.title, *text_table(columns, rows)]
-    return lines + [f"  {block.paragraphs[0]}"] if block.paragraphs else lines
+    said = block.paragraphs[:1] + [p for p in block.paragraphs[1:] if p.startswith(SOME_LEARNED_SENTENCE)]
+    return lines + [f"  {p}" for p in said]
 
 
 def answer_text(record_files: Sequence[Path], *, alpha: float = 0.05, n_resamples: int = N_RESAMPLES) -> str | None:
@@ -51,7 +53,8 @@ def answer_text(record_files: Sequence[Path], *, alpha: float = 0.05, n_resample
     if not blocks:
         return None
     lines = [f"answer (95% intervals; verdicts from paired tests on the same examples and seeds, Holm within a "
-             f"task, tied = adjusted p >= {alpha:g}):"]
+             f"task, tied = adjusted p >= {alpha:g}; a configuration that did not learn on any seed is compared "
+             f"with nothing; {SOME_LEARNED} = only some seeds learned, the verdict uses those):"]
     for block in blocks:
         lines += ["", *block_text(block)]
     return "\n".join(lines)

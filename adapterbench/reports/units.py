@@ -83,6 +83,27 @@ def fmt_metric(mean: float | None, std: float | None = None) -> str:
     return f"{mean:.4f}" if _missing(std) else f"{mean:.4f} ± {std:.4f}"
 
 
+def supported_decimals(spread: float | None, most: int = 4) -> int:
+    """Decimals a number can honestly show when its uncertainty is ``spread`` (an interval's half-width or a
+    std): two significant digits of the spread (0.021 -> 3 decimals, 0.3 -> 2), at most ``most``; ``most``
+    without a spread."""
+    if _missing(spread) or spread <= 0:
+        return most
+    return max(0, min(most, 1 - math.floor(math.log10(spread))))
+
+
+def fmt_estimate(mean: float | None, std: float | None = None, interval: tuple[float, float] | None = None,
+                 mark: str = "") -> str:
+    """A metric with its std and interval, every number rounded to what the interval supports
+    (:func:`supported_decimals` of its half-width, else of the std): "0.91 ± 0.02 [0.87, 0.95]ˢ"."""
+    if _missing(mean):
+        return DASH
+    half = (interval[1] - interval[0]) / 2 if interval else std
+    d = supported_decimals(half)
+    text = f"{mean:.{d}f}" + ("" if _missing(std) else f" ± {std:.{d}f}")
+    return text + (f" [{interval[0]:.{d}f}, {interval[1]:.{d}f}]{mark}" if interval else "")
+
+
 def fmt_delta(x: float | None, digits: int = 4) -> str:
     """A signed difference with a real minus sign: -0.0312 -> "−0.0312"."""
     if _missing(x):

@@ -12,6 +12,10 @@ adalora (2, allocated ranks); a houlsby run that fails (an unknown activation), 
 (a second comparable group); in ``2024-05-01/`` copies of the lora records dated a day earlier (older records of
 the same runs: the trend charts). ``clean/``: copies of the ok sst2 lora, bitfit, full and dylora records, the
 baseline of the compare tests. Every ok run has its predictions sidecar (``predictions/``, copied with the copies).
+
+``unlearned/``: sst2 runs for the "did the run learn" tests, beside those of ``mixed/`` (where bitfit and head
+learn on no seed and full on one of two): lora at the usual rate (3 seeds, learning) and at lr 1e-12 (3 seeds;
+the weights do not move, so the learned check records every seed as not learned).
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ RUNS = [  # (task, variant, seeds, overrides)
     (str(TASKS / "ner.json"), "lora", (0,), FAST),
 ]
 CLEAN_VARIANTS = ("lora", "bitfit", "full", "dylora")
+FROZEN = {"lr": 1e-12}  # the weights do not move: the run answers what the untrained model answers
+UNLEARNED = [  # (variant, seeds, overrides) of the sst2 runs in unlearned/
+    ("lora", (0, 1, 2), FAST),
+    ("lora", (0, 1, 2), FROZEN),
+]
 
 
 def sst2_folder(root: Path) -> Path:
@@ -86,7 +95,7 @@ def _copy(path: Path, folder: Path, days_earlier: int = 0) -> Path:
 
 
 def make_records(root: Path) -> dict[str, Path]:
-    """Write the record folders under ``root``; returns ``{"mixed": folder, "clean": folder, "model": folder}``."""
+    """Write the record folders under ``root``; returns ``{"mixed", "clean", "unlearned", "model"}`` folders."""
     import torch
 
     from adapterbench.testing import save_tiny_model
@@ -109,9 +118,14 @@ def make_records(root: Path) -> dict[str, Path]:
             _copy(path, mixed / "2024-05-01", days_earlier=1)
         if task == "sst2" and variant in CLEAN_VARIANTS:
             _copy(path, clean)
-    for folder in (mixed, mixed / "other-weights"):
+    unlearned = root / "unlearned"
+    shutil.rmtree(unlearned, ignore_errors=True)
+    for variant, seeds, overrides in UNLEARNED:
+        for seed in seeds:
+            _run(unlearned, "sst2", variant, seed, overrides, model, data)
+    for folder in (mixed, mixed / "other-weights", unlearned):
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # weights are not what these tests read
-    return {"mixed": mixed, "clean": clean, "model": model}
+    return {"mixed": mixed, "clean": clean, "unlearned": unlearned, "model": model}
 
 
 if __name__ == "__main__":
