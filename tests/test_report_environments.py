@@ -43,8 +43,8 @@ def test_rows_from_other_environments_are_labelled_in_the_cost_part(real_records
     assert caption.startswith("time and memory (means over seeds); from 2 environments: compare time and memory "
                               "only between rows of one environment")
     assert f"{labels['ray-1-thread']} = " in caption and "97 threads" in caption
-    assert headers[3] == "environment"
-    by_label = {cells[0].text: cells[3].text for cells in rows}
+    assert headers[4] == "environment"  # after variant, n, learned, Pareto
+    by_label = {cells[0].text: cells[4].text for cells in rows}
     assert by_label["bitfit"] == labels["ray-1-thread"] and by_label["full"] == labels[home]
     assert by_label["lora"] == "E1+E2"  # seeds 0 and 1 at home, seed 2 under "Ray": its means mix both
     # The metric parts are not environment-dependent and stay as they were.
@@ -57,5 +57,5 @@ def test_the_written_report_carries_the_labels(real_records, tmp_path):
     markdown = (tmp_path / "report" / "report.md").read_text()
     html = (tmp_path / "report" / "report.html").read_text()
     assert "from 2 environments: compare time and memory only between rows of one environment" in markdown
-    assert "| variant | n | Pareto | environment |" in markdown and "E1+E2" in markdown
+    assert "| variant | n | learned | Pareto | environment |" in markdown and "E1+E2" in markdown
     assert "E1+E2" in html and json.dumps("ray-1-thread") not in markdown  # labels, not raw ids, in the table

@@ -170,6 +170,7 @@ def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART, learned: di
     """The group table split to fit a page: (caption, headers, rows) for the metrics, ``per_part`` metric
     columns at a time, then the sizes (parameters, checkpoint), then time and memory; each part repeats the
     variant, n, learned and Pareto columns."""
+    rows = shown_rows(table) if rows is None else list(rows)
     headers, cells = table_cells(table, learned, rows)
     lead = LEAD
     mixed = environment_marks(table)
@@ -191,7 +192,7 @@ def table_parts(table: GroupTable, per_part: int = METRICS_PER_PART, learned: di
                    f"environment ({names}; E1+E2: a mean over both)",
                    [*part_headers[:lead], "environment", *part_headers[lead:]],
                    [[*r[:lead], Cell("+".join(mixed[e] for e in row.environments) or "—", numeric=False), *r[lead:]]
-                    for r, row in zip(part_rows, rows if rows is not None else table.rows)])
+                    for r, row in zip(part_rows, rows)])
     return out
 
 
