@@ -41,7 +41,8 @@ def test_readme_block_runs_and_summary_is_the_reports_table(tmp_path, monkeypatc
         '"results/api-demo"': repr(str(out)),
     })
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    with pd.option_context("display.max_columns", None, "display.width", 400):  # no "..." columns in the print
+        exec(compile(code, "README.md", "exec"), namespace)
     runs, table = namespace["runs"], namespace["table"]
     records = {record["run_id"]: record for _, record in iter_records([out])}
     assert sorted(runs["run_id"]) == sorted(records) and len(records) == 4

@@ -34,9 +34,6 @@ def _head_commit() -> str | None:
                            capture_output=True, text=True)
     return found.stdout.strip() if found.returncode == 0 else None
 
-
-EXPECTED_COMMIT = _head_commit()
-
 def bench(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "ADAPTERBENCH_PROGRESS": "0"}
     return subprocess.run([sys.executable, "-m", "adapterbench.cli", *args], cwd=cwd, capture_output=True,
@@ -228,7 +225,7 @@ def test_end_to_end_on_real_minilm_and_real_data(tmp_path):
     for r in records:
         assert r["status"] == "ok"
         assert r["model"]["weights_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-        assert r["environment"]["git_commit"] == EXPECTED_COMMIT  # the checkout's HEAD (None outside git)
+        assert r["environment"]["git_commit"] == _head_commit()  # the checkout's HEAD (None outside git)
         if r["task"]["name"] == "conll2003":
             assert {"validation/f1", "test/f1"} <= set(r["metrics"]["final"])
         if r["variant"]["name"] == "lora":
