@@ -69,3 +69,16 @@ def test_folding_gives_width_to_the_widest_column_and_keeps_fixed_ones():
     assert column_widths([40, 50], 30, {1}) == [40, 8]  # cannot fit: fixed columns stay whole, folded to the floor
     lines = fit_table(("name", "text"), [("a", "one two three four five six")], width=16)
     assert lines == ["name  text", "a     one two", "      three four", "      five six"]
+
+
+def test_a_run_at_an_unswept_paper_rate_says_so_on_its_line():
+    from adapterbench.harness.executors import unswept_note
+    from adapterbench.harness.run import RunSpec
+
+    def spec(variant, profile, overrides=None):
+        return RunSpec(variant=variant, task="sst2", model="m", seed=0, profile=profile, overrides=overrides or {})
+
+    assert unswept_note(spec("lora", "quick")) == ""  # the quick profile's swept rate
+    assert unswept_note(spec("lora", "smoke")) == " (lr: paper rate, not swept for the smoke profile)"
+    assert unswept_note(spec("peft:ia3", "quick")) == " (lr: paper rate, not swept for the quick profile)"
+    assert unswept_note(spec("lora", "smoke", {"lr": 0.1})) == ""  # the user chose it

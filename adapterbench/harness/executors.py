@@ -63,7 +63,7 @@ class Context:
 
         spec = job.spec
         return (f"[{job.number}/{self.total}] {task_label(spec.task)} / {spec.variant} / seed {spec.seed}"
-                + (f" on {where}" if where else ""))
+                + (f" on {where}" if where else "") + unswept_note(spec))
 
     def report(self, job: Job, lines: str, where: str | None = None) -> None:
         """Print a finished run's lines together (parallel runs would otherwise interleave them)."""
@@ -299,3 +299,13 @@ def make_executor(executor: str, address: str | None = None, devices: str | None
     if devices:
         return DevicePoolExecutor(parse_devices(devices))
     return LocalExecutor(isolate=not in_process)
+
+
+def unswept_note(spec: Any) -> str:
+    """Said on a run's line when its learning rate is the paper's because the profile has none swept for the
+    variant (a plugin, a ``peft:<method>``, the smoke profile): never silently (issue 24)."""
+    from adapterbench.harness.settings import TrainSettings
+    from adapterbench.listing import PAPER_RATE, lr_origin
+
+    origin = lr_origin(spec.profile, spec.variant, spec.task, TrainSettings(lr=spec.overrides.get("lr")))
+    return f" (lr: {PAPER_RATE} for the {spec.profile} profile)" if origin == PAPER_RATE else ""
