@@ -34,6 +34,5 @@ def start_at_mean(model: nn.Module, fresh: set[str], targets: Sequence[float]) -
     if layer is None or layer[1].bias is None:
         return None
     mean = float(np.mean(np.asarray(targets, dtype=np.float64)))
-    with_bias = layer[1].bias
-    with_bias.data.fill_(mean)
+    layer[1].bias.data.fill_(mean)
     return mean

@@ -52,17 +52,12 @@ def source_train_labels(task: TaskSpec, record_training: dict[str, Any], data_di
     from adapterbench.harness.run import split_train
     from adapterbench.harness.settings import TRAIN_KEYS, TrainSettings
     from adapterbench.tasks.data import load_examples
+    from adapterbench.tasks.encode import example_labels
 
     examples = load_examples(task, task.train_split, data_dir)
     settings = TrainSettings(**{k: v for k, v in record_training.items() if k in TRAIN_KEYS and k != "device"})
     ids, _ = split_train(len(examples), settings)
-    index = {label: i for i, label in enumerate(task.labels or ())}
-    rows = [examples[i][task.label_field] for i in ids]
-    if task.kind == "regression":
-        return [float(v) for v in rows]
-    if task.kind == "token_classification":
-        return [[index[tag] for tag in tags] for tags in rows]
-    return [index[v] for v in rows]
+    return example_labels(task, [examples[i] for i in ids])
 
 
 def backfill(record: dict[str, Any], sidecar: dict[str, Any], task: TaskSpec, data_dir: str | None,
@@ -78,8 +73,6 @@ def backfill(record: dict[str, Any], sidecar: dict[str, Any], task: TaskSpec, da
     if "train_holdout" in splits:
         task = task.derive(eval_splits=tuple(splits))
     train = [{"labels": labels} for labels in source_train_labels(task, record.get("training") or {}, data_dir)]
-    if task.kind == "token_classification":
-        train = [{"labels": [int(t) for t in e["labels"]]} for e in train]
     part = learned_part(task, train, predictions, references)
     part["backfilled"] = when
     return part

@@ -130,8 +130,9 @@ def check_regression(predictions: Sequence[float], references: Sequence[float], 
     improvement = (trivial.value - y) ** 2 - (p - y) ** 2
     p_error = sign_flip_p(improvement)
     constant = len(p) < 3 or np.ptp(p) == 0 or np.ptp(y) == 0
-    r = None if constant else float(np.clip(sps.pearsonr(p, y).statistic, -1, 1))
-    p_corr = 1.0 if constant else float(sps.pearsonr(p, y, alternative="greater").pvalue)
+    pearson = None if constant else sps.pearsonr(p, y, alternative="greater")
+    r = None if pearson is None else float(np.clip(pearson.statistic, -1, 1))
+    p_corr = 1.0 if pearson is None else float(pearson.pvalue)
     p_value = max(p_error, p_corr)
     spread = float(np.std(p) / np.std(y)) if np.std(y) > 0 else 0.0
     learned = p_value < alpha
@@ -154,12 +155,9 @@ def check_labels(metric: Any, predictions: Sequence[Any], references: Sequence[A
     value = _finite(metric.value(predictions, references))
     trivial_value = _finite(metric.value(baseline, references))
     share = _share(trivial, predictions)
-    if share == 1.0:
-        p_value = 1.0  # identical answers: nothing to test
-    else:
-        result = paired_test(metric, predictions, baseline, references, test="permutation",
-                             n_permutations=N_RESAMPLES, interval=False, rng=SEED)
-        p_value = float(result.p_greater)
+    # identical answers give p = 1 (paired_test's own rule for identical predictions)
+    p_value = float(paired_test(metric, predictions, baseline, references, test="permutation",
+                                n_permutations=N_RESAMPLES, interval=False, rng=SEED).p_greater)
     learned = p_value < alpha
     unit = "words" if trivial.kind == "token_classification" else "examples"
     scores = f"{metric.name} {_v(value)} against {_v(trivial_value)}"

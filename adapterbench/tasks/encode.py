@@ -73,12 +73,18 @@ def encode_examples(task: TaskSpec, examples: list[dict[str, Any]], tokenizer: A
     first = [ex[task.text_fields[0]] for ex in examples]
     second = [ex[task.text_fields[1]] for ex in examples] if len(task.text_fields) > 1 else None
     encoded = tokenizer(first, second, truncation=True, max_length=max_length)
+    return [_record(encoded, i, label) for i, label in enumerate(example_labels(task, examples))]
+
+
+def example_labels(task: TaskSpec, examples: list[dict[str, Any]]) -> list[Any]:
+    """The training targets of ``examples`` as the loop sees them: a class index into ``task.labels``, a float for
+    regression, or per word a tag index for token classification (before alignment to sub-words)."""
     if task.kind == "regression":
-        labels: list[Any] = [float(ex[task.label_field]) for ex in examples]
-    else:
-        index = {label: i for i, label in enumerate(task.labels or ())}
-        labels = [index[ex[task.label_field]] for ex in examples]
-    return [_record(encoded, i, label) for i, label in enumerate(labels)]
+        return [float(ex[task.label_field]) for ex in examples]
+    index = {label: i for i, label in enumerate(task.labels or ())}
+    if task.kind == "token_classification":
+        return [[index[tag] for tag in ex[task.label_field]] for ex in examples]
+    return [index[ex[task.label_field]] for ex in examples]
 
 
 def _encode_words(task: TaskSpec, examples: list[dict[str, Any]], tokenizer: Any,
@@ -92,12 +98,8 @@ def _encode_words(task: TaskSpec, examples: list[dict[str, Any]], tokenizer: Any
     except ValueError as exc:  # e.g. a byte-level BPE tokenizer built without add_prefix_space
         raise UserError(f"tokenizer {type(tokenizer).__name__} cannot encode pre-split words: "
                         f"{str(exc).strip().splitlines()[0]}") from None
-    index = {label: i for i, label in enumerate(task.labels or ())}
-    records = []
-    for i, ex in enumerate(examples):
-        tags = [index[tag] for tag in ex[task.label_field]]
-        records.append(_record(encoded, i, align_labels(encoded.word_ids(i), tags)))
-    return records
+    return [_record(encoded, i, align_labels(encoded.word_ids(i), tags))
+            for i, tags in enumerate(example_labels(task, examples))]
 
 
 def _record(encoded: Any, i: int, label: Any) -> dict[str, Any]:
